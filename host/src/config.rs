@@ -1,0 +1,430 @@
+//! Configuration: the `logistis serve` flags (each also a `LOGISTIS_*` environment variable
+//! and a key of the optional YAML file given with `--config`) become validated [`Settings`].
+//!
+//! Precedence: flag or environment variable, then the config file, then the default. Every
+//! value is checked before any socket is bound; a bad one is one clear line and exit code 2.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::admission::Policy;
+use crate::plugins::PluginSettings;
+use crate::store::{Durability, StoreSettings};
+use crate::telemetry::LogFormat;
+
+pub const DEFAULT_DATA_DIR: &str = "./logistis-data";
+pub const DEFAULT_WEBHOOK_LISTEN: &str = "0.0.0.0:8443";
+pub const DEFAULT_QUERY_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_MAX_VERSIONS: u32 = 100;
+pub const DEFAULT_RETENTION: &str = "30d";
+/// The API server sends at most ~3 MiB objects (etcd's limit is 1.5 MiB per object, and a
+/// review carries two); 16 MiB leaves room without letting one request exhaust memory.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityArg {
+    /// fsync (group commit) before the webhook answers
+    Sync,
+    /// answer once written to the OS; fsync in the background
+    Async,
+}
+
+/// `logistis serve`: run the webhook and the query API.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// YAML file with any of these settings (keys as the flag names, e.g. `data-dir`)
+    #[arg(long, env = "LOGISTIS_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Directory of the embedded store, the Secret hashing key and generated certificates
+    /// [default: ./logistis-data]
+    #[arg(long, env = "LOGISTIS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address of the webhook listener (HTTPS, POST /validate) [default: 0.0.0.0:8443]
+    #[arg(long, env = "LOGISTIS_WEBHOOK_LISTEN", value_name = "ADDR")]
+    pub webhook_listen: Option<SocketAddr>,
+
+    /// Address of the query API, health and metrics listener [default: 127.0.0.1:8081]
+    #[arg(long, env = "LOGISTIS_QUERY_LISTEN", value_name = "ADDR")]
+    pub query_listen: Option<SocketAddr>,
+
+    /// Serve the query listener over plain HTTP (only allowed on a loopback address)
+    #[arg(long, env = "LOGISTIS_QUERY_PLAIN_HTTP")]
+    pub query_plain_http: bool,
+
+    /// PEM certificate (chain) for both listeners; reloaded when the file changes
+    #[arg(long, env = "LOGISTIS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert; reloaded when the file changes
+    #[arg(long, env = "LOGISTIS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Generate a local CA and certificate in DATA_DIR/tls (for trying Logistis out)
+    #[arg(long, env = "LOGISTIS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub self_signed: bool,
+
+    /// When an event is durable before the webhook answers [default: sync]
+    #[arg(long, env = "LOGISTIS_DURABILITY", value_enum)]
+    pub durability: Option<DurabilityArg>,
+
+    /// Versions kept per object, 0 = unlimited [default: 100]
+    #[arg(long, env = "LOGISTIS_MAX_VERSIONS_PER_OBJECT", value_name = "N")]
+    pub max_versions_per_object: Option<u32>,
+
+    /// Remove events older than this (e.g. 30d, 12h; 0 = keep forever) [default: 30d]
+    #[arg(long, env = "LOGISTIS_RETENTION", value_name = "DURATION")]
+    pub retention: Option<String>,
+
+    /// Remove the oldest events while the store is larger than this (e.g. 10Gi, 500M)
+    #[arg(long, env = "LOGISTIS_MAX_STORE_SIZE", value_name = "BYTES")]
+    pub max_store_size: Option<String>,
+
+    /// Record dry-run requests (flagged `dryRun: true`); skipped by default
+    #[arg(long, env = "LOGISTIS_RECORD_DRY_RUN")]
+    pub record_dry_run: bool,
+
+    /// Record UPDATEs that change only status, resourceVersion, generation or managedFields
+    #[arg(long, env = "LOGISTIS_RECORD_NOISE")]
+    pub record_noise: bool,
+
+    /// Largest accepted AdmissionReview body (e.g. 16Mi) [default: 16Mi]
+    #[arg(long, env = "LOGISTIS_MAX_BODY_SIZE", value_name = "BYTES")]
+    pub max_body_size: Option<String>,
+
+    /// Directory with plugins.yaml and the plugin .wasm files (reloaded on change)
+    #[arg(long, env = "LOGISTIS_PLUGINS_DIR", value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+
+    /// Log format [default: text]
+    #[arg(long, env = "LOGISTIS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Benchmarking only: parse and answer reviews, record nothing
+    #[arg(long, env = "LOGISTIS_ANSWER_ONLY", hide = true)]
+    pub answer_only: bool,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned,
+}
+
+/// Validated settings for `serve`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub webhook_listen: SocketAddr,
+    pub query_listen: SocketAddr,
+    pub query_plain_http: bool,
+    pub tls: TlsSource,
+    pub store: StoreSettings,
+    pub policy: Policy,
+    pub max_body_bytes: usize,
+    pub plugins: PluginSettings,
+    pub log_format: LogFormat,
+    pub answer_only: bool,
+}
+
+/// A setting that cannot be used; the message names the flag and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}")]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+impl ServeArgs {
+    /// Fill what the flags left unset from the config file.
+    fn merge(self, file: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            config: self.config,
+            data_dir: self.data_dir.or(file.data_dir),
+            webhook_listen: self.webhook_listen.or(file.webhook_listen),
+            query_listen: self.query_listen.or(file.query_listen),
+            query_plain_http: self.query_plain_http || file.query_plain_http,
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            self_signed: self.self_signed || file.self_signed,
+            durability: self.durability.or(file.durability),
+            max_versions_per_object: self.max_versions_per_object.or(file.max_versions_per_object),
+            retention: self.retention.or(file.retention),
+            max_store_size: self.max_store_size.or(file.max_store_size),
+            record_dry_run: self.record_dry_run || file.record_dry_run,
+            record_noise: self.record_noise || file.record_noise,
+            max_body_size: self.max_body_size.or(file.max_body_size),
+            plugins_dir: self.plugins_dir.or(file.plugins_dir),
+            log_format: self.log_format.or(file.log_format),
+            answer_only: self.answer_only || file.answer_only,
+        }
+    }
+
+    /// Read the config file (if any), merge, and validate everything.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        let args = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file: ServeArgs =
+                    serde_yaml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                self.merge(file)
+            }
+            None => self,
+        };
+        args.validate()
+    }
+
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let webhook_listen = self
+            .webhook_listen
+            .unwrap_or_else(|| DEFAULT_WEBHOOK_LISTEN.parse().expect("valid default"));
+        let query_listen = self
+            .query_listen
+            .unwrap_or_else(|| DEFAULT_QUERY_LISTEN.parse().expect("valid default"));
+        if webhook_listen == query_listen && webhook_listen.port() != 0 {
+            return Err(invalid(format!(
+                "--webhook-listen and --query-listen are both {webhook_listen}: give them different ports"
+            )));
+        }
+        if self.query_plain_http && !query_listen.ip().is_loopback() {
+            return Err(invalid(format!(
+                "--query-plain-http is only allowed on a loopback address, not {query_listen}"
+            )));
+        }
+        let tls = match (self.tls_cert, self.tls_key, self.self_signed) {
+            (Some(_), Some(_), true) => {
+                return Err(invalid("--self-signed cannot be combined with --tls-cert/--tls-key"));
+            }
+            (Some(cert), Some(key), false) => {
+                for (flag, path) in [("--tls-cert", &cert), ("--tls-key", &key)] {
+                    if !path.is_file() {
+                        return Err(invalid(format!("{flag} {}: no such file", path.display())));
+                    }
+                }
+                TlsSource::Files { cert, key }
+            }
+            (None, None, true) => TlsSource::SelfSigned,
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(invalid("--tls-cert and --tls-key must be given together"));
+            }
+            (None, None, false) => {
+                return Err(invalid(
+                    "the webhook needs TLS: give --tls-cert and --tls-key, or --self-signed for local use",
+                ));
+            }
+        };
+        let retention = parse_retention(self.retention.as_deref().unwrap_or(DEFAULT_RETENTION))?;
+        let max_size_bytes = self
+            .max_store_size
+            .as_deref()
+            .map(|text| parse_bytes("--max-store-size", text))
+            .transpose()?;
+        let max_body_bytes = match self.max_body_size.as_deref() {
+            Some(text) => parse_bytes("--max-body-size", text)?,
+            None => DEFAULT_MAX_BODY_BYTES,
+        };
+        if max_body_bytes < 1024 {
+            return Err(invalid("--max-body-size must be at least 1Ki"));
+        }
+        if let Some(dir) = &self.plugins_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(format!(
+                "--plugins-dir {}: no such directory",
+                dir.display()
+            )));
+        }
+        Ok(Settings {
+            data_dir,
+            webhook_listen,
+            query_listen,
+            query_plain_http: self.query_plain_http,
+            tls,
+            store: StoreSettings {
+                durability: match self.durability.unwrap_or(DurabilityArg::Sync) {
+                    DurabilityArg::Sync => Durability::Sync,
+                    DurabilityArg::Async => Durability::Async,
+                },
+                max_versions_per_object: self.max_versions_per_object.unwrap_or(DEFAULT_MAX_VERSIONS),
+                retention,
+                max_size_bytes,
+                ..StoreSettings::default()
+            },
+            policy: Policy {
+                record_dry_run: self.record_dry_run,
+                record_noise: self.record_noise,
+            },
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+            plugins: PluginSettings {
+                dir: self.plugins_dir,
+            },
+            log_format: self.log_format.unwrap_or_default(),
+            answer_only: self.answer_only,
+        })
+    }
+}
+
+/// `30d`, `12h`, `90m`; `0` keeps events forever.
+fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
+    if text.trim() == "0" {
+        return Ok(None);
+    }
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| invalid(format!("--retention {text:?}: {e} (use e.g. 30d, 12h, or 0 for forever)")))?;
+    if duration < Duration::from_secs(60) {
+        return Err(invalid(format!("--retention {text:?} is under a minute")));
+    }
+    Ok(Some(duration))
+}
+
+/// `1048576`, `500M`, `10Gi` (K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024).
+pub fn parse_bytes(flag: &str, text: &str) -> Result<u64, ConfigError> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(invalid(format!(
+                "{flag} {text:?}: unknown unit {suffix:?} (use e.g. 1048576, 500M, 10Gi)"
+            )));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| invalid(format!("{flag} {text:?}: expected a positive size such as 500M or 10Gi")))
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            self_signed: true,
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = args().into_settings().unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(settings.webhook_listen.to_string(), DEFAULT_WEBHOOK_LISTEN);
+        assert_eq!(settings.query_listen.to_string(), DEFAULT_QUERY_LISTEN);
+        assert_eq!(settings.store.max_versions_per_object, 100);
+        assert_eq!(settings.store.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(settings.store.durability, Durability::Sync);
+        assert_eq!(settings.max_body_bytes, 16 << 20);
+    }
+
+    #[rstest]
+    #[case("0", None)]
+    #[case("30d", Some(30 * 86400))]
+    #[case("12h", Some(12 * 3600))]
+    fn retention_values(#[case] text: &str, #[case] seconds: Option<u64>) {
+        assert_eq!(parse_retention(text).unwrap(), seconds.map(Duration::from_secs));
+    }
+
+    #[rstest]
+    #[case("1048576", 1 << 20)]
+    #[case("500M", 500_000_000)]
+    #[case("10Gi", 10 << 30)]
+    fn byte_sizes(#[case] text: &str, #[case] bytes: u64) {
+        assert_eq!(parse_bytes("--x", text).unwrap(), bytes);
+    }
+
+    #[rstest]
+    #[case("10Q")]
+    #[case("-1")]
+    #[case("0")]
+    #[case("")]
+    fn bad_byte_sizes(#[case] text: &str) {
+        assert!(parse_bytes("--x", text).is_err());
+    }
+
+    #[test]
+    fn tls_is_required_and_plain_http_only_on_loopback() {
+        let error = ServeArgs::default().into_settings().unwrap_err().to_string();
+        assert!(error.contains("--self-signed"), "{error}");
+        let error = ServeArgs {
+            query_plain_http: true,
+            query_listen: Some("0.0.0.0:8081".parse().unwrap()),
+            ..args()
+        }
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("loopback"), "{error}");
+    }
+
+    #[test]
+    fn the_config_file_fills_what_flags_leave_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logistis.yaml");
+        std::fs::write(&path, "durability: async\nretention: 7d\nmax-versions-per-object: 5\n").unwrap();
+        let settings = ServeArgs {
+            config: Some(path.clone()),
+            max_versions_per_object: Some(9),
+            ..args()
+        }
+        .into_settings()
+        .unwrap();
+        assert_eq!(settings.store.durability, Durability::Async);
+        assert_eq!(settings.store.retention, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(settings.store.max_versions_per_object, 9, "the flag wins");
+
+        std::fs::write(&path, "no-such-setting: 1\n").unwrap();
+        let error = ServeArgs {
+            config: Some(path),
+            ..args()
+        }
+        .into_settings()
+        .unwrap_err();
+        assert!(matches!(error, ConfigError::ParseFile { .. }));
+    }
+}

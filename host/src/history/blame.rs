@@ -1,0 +1,399 @@
+//! Line blame: the newest version as YAML, each line attributed to the version that last
+//! changed what the line shows.
+//!
+//! The YAML is emitted here rather than by `serde_yaml` alone because every line must know
+//! the field it shows; scalars are still rendered by `serde_yaml` (quoting, block strings),
+//! and a test checks the text is the same as `serde_yaml::to_string` of the whole object.
+//!
+//! A line belongs to the deepest field it shows: `replicas: 3` to `spec.replicas` (blamed on
+//! the last change of its value), `template:` to the key alone (blamed on when the key
+//! appeared, so a change deep inside does not repaint every parent line), `- name: web` to
+//! that container's `name`. List elements are followed by identity rather than by index —
+//! maps by a key field (`name`, `containerPort`, ...), scalars by value — so removing the
+//! first container does not blame every line of the second one on the removal.
+
+use logistis_api::{Blame, BlameLine};
+use serde_json::{Map, Value};
+
+use super::Error;
+use super::path::{FieldPath, Segment, scalar_text};
+use super::versions::{Timeline, Version};
+
+/// Fields that identify an element of a list of maps, in the order they are tried: the
+/// Kubernetes strategic-merge keys of the common lists (containers, volumes, ports, env,
+/// volumeMounts, volumeDevices, hostAliases, tolerations...).
+const ELEMENT_KEYS: [&str; 8] = [
+    "name",
+    "containerPort",
+    "mountPath",
+    "devicePath",
+    "ip",
+    "port",
+    "topologyKey",
+    "key",
+];
+
+/// What decides whether an older version agrees with a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// The line shows a value (`replicas: 3`, `- nginx`, `labels: {}`): it changes when the
+    /// value does.
+    Value,
+    /// The line only opens a nested block (`spec:`): it changes when the key appears.
+    Presence,
+}
+
+/// One YAML line and the field it shows.
+#[derive(Debug, Clone)]
+struct Line {
+    text: String,
+    /// Path with list elements by identity: followed through older versions.
+    identity: FieldPath,
+    /// Path with list indices: where the field is in the newest version.
+    concrete: FieldPath,
+    track: Track,
+}
+
+/// `GET …/blame`: the newest version of the newest generation.
+pub fn blame(timeline: &Timeline) -> Result<Blame, Error> {
+    let newest = timeline.newest()?;
+    let generation = timeline.generation(newest.summary.generation);
+    let mut lines = Vec::new();
+    emit(&newest.object, &mut Emitter::root(), &mut lines).map_err(|source| Error::Yaml {
+        version: newest.summary.version,
+        source,
+    })?;
+    let lines = lines
+        .into_iter()
+        .map(|line| {
+            let owner = &generation[owner_index(generation, &line)].summary;
+            BlameLine {
+                line: line.text,
+                version: owner.version,
+                event_id: owner.event_id,
+                time: owner.time,
+                user: owner.user.clone(),
+                operation: owner.operation.clone(),
+                path: line.concrete.to_string(),
+            }
+        })
+        .collect();
+    Ok(Blame {
+        object: timeline.object.clone(),
+        version: newest.summary.version,
+        generation: newest.summary.generation,
+        object_uid: newest.summary.object_uid.clone(),
+        deleted: newest.summary.deleted,
+        first_version: timeline.first_version(),
+        trimmed_events: timeline.trimmed_events,
+        lines,
+    })
+}
+
+/// The oldest version of the run, ending at the newest, in which the line looks as it does
+/// now: the one that last set it.
+fn owner_index(generation: &[Version], line: &Line) -> usize {
+    let newest = generation.len() - 1;
+    let shown = line.identity.lookup(&generation[newest].object);
+    let mut owner = newest;
+    while owner > 0 {
+        let before = line.identity.lookup(&generation[owner - 1].object);
+        let same = match line.track {
+            Track::Value => before == shown,
+            Track::Presence => before.is_some(),
+        };
+        if !same {
+            break;
+        }
+        owner -= 1;
+    }
+    owner
+}
+
+/// Where the emitter is: indentation, the `- ` that starts the next line when it opens a
+/// list element, and the paths so far.
+#[derive(Debug, Clone)]
+struct Emitter {
+    indent: usize,
+    first_prefix: Option<String>,
+    identity: FieldPath,
+    concrete: FieldPath,
+}
+
+impl Emitter {
+    fn root() -> Emitter {
+        Emitter {
+            indent: 0,
+            first_prefix: None,
+            identity: FieldPath::default(),
+            concrete: FieldPath::default(),
+        }
+    }
+
+    /// The start of the next line: the pending `- ` or the indentation.
+    fn lead(&mut self) -> String {
+        self.first_prefix.take().unwrap_or_else(|| " ".repeat(self.indent))
+    }
+}
+
+fn emit(value: &Value, at: &mut Emitter, out: &mut Vec<Line>) -> Result<(), serde_yaml::Error> {
+    match value {
+        Value::Object(map) if !map.is_empty() => emit_map(map, at, out),
+        Value::Array(items) if !items.is_empty() => emit_list(items, at, out),
+        scalar => {
+            // A block string that is a list element is indented from the `- `, not past it.
+            let base = if at.first_prefix.is_some() {
+                at.indent.saturating_sub(2)
+            } else {
+                at.indent
+            };
+            let lead = at.lead();
+            emit_scalar(lead, scalar, base, &at.identity, &at.concrete, out)
+        }
+    }
+}
+
+fn emit_map(map: &Map<String, Value>, at: &mut Emitter, out: &mut Vec<Line>) -> Result<(), serde_yaml::Error> {
+    for (key, value) in map {
+        let lead = at.lead();
+        let key_text = scalar_yaml(&Value::String(key.clone()))?;
+        let identity = at.identity.child(Segment::Key(key.clone()));
+        let concrete = at.concrete.child(Segment::Key(key.clone()));
+        let nested_indent = match value {
+            Value::Object(m) if !m.is_empty() => at.indent + 2,
+            // serde_yaml writes a list under a key at the key's own indentation.
+            Value::Array(a) if !a.is_empty() => at.indent,
+            scalar => {
+                emit_scalar(format!("{lead}{key_text}: "), scalar, at.indent, &identity, &concrete, out)?;
+                continue;
+            }
+        };
+        out.push(Line {
+            text: format!("{lead}{key_text}:"),
+            identity: identity.clone(),
+            concrete: concrete.clone(),
+            track: Track::Presence,
+        });
+        let mut child = Emitter {
+            indent: nested_indent,
+            first_prefix: None,
+            identity,
+            concrete,
+        };
+        emit(value, &mut child, out)?;
+    }
+    Ok(())
+}
+
+fn emit_list(items: &[Value], at: &mut Emitter, out: &mut Vec<Line>) -> Result<(), serde_yaml::Error> {
+    let element_key = element_key(items);
+    for (index, item) in items.iter().enumerate() {
+        let lead = at.lead();
+        let identity = at.identity.child(element_identity(items, index, element_key));
+        let concrete = at.concrete.child(Segment::Index(index));
+        let mut child = Emitter {
+            indent: at.indent + 2,
+            first_prefix: Some(format!("{lead}- ")),
+            identity,
+            concrete,
+        };
+        emit(item, &mut child, out)?;
+    }
+    Ok(())
+}
+
+/// A scalar (or empty map/list) after `prefix`; block strings continue on the next lines.
+fn emit_scalar(
+    prefix: String,
+    value: &Value,
+    indent: usize,
+    identity: &FieldPath,
+    concrete: &FieldPath,
+    out: &mut Vec<Line>,
+) -> Result<(), serde_yaml::Error> {
+    let text = scalar_yaml(value)?;
+    let mut parts = text.split('\n');
+    let first = parts.next().unwrap_or_default();
+    let line = |text: String| Line {
+        text,
+        identity: identity.clone(),
+        concrete: concrete.clone(),
+        track: Track::Value,
+    };
+    out.push(line(format!("{prefix}{first}")));
+    // serde_yaml indents a block string's body two spaces past its own start; here that
+    // start is `indent`. Empty body lines stay empty, as serde_yaml writes them.
+    for rest in parts {
+        let text = if rest.is_empty() {
+            String::new()
+        } else {
+            format!("{}{rest}", " ".repeat(indent))
+        };
+        out.push(line(text));
+    }
+    Ok(())
+}
+
+/// One value as serde_yaml writes it, without the final newline.
+fn scalar_yaml(value: &Value) -> Result<String, serde_yaml::Error> {
+    let mut text = serde_yaml::to_string(value)?;
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(text)
+}
+
+/// The field that identifies the elements of a list of maps: present as a scalar in every
+/// element, with no two elements sharing a value.
+fn element_key(items: &[Value]) -> Option<&'static str> {
+    ELEMENT_KEYS.into_iter().find(|key| {
+        let mut seen = std::collections::HashSet::new();
+        items.iter().all(|item| {
+            item.get(key)
+                .and_then(scalar_text)
+                .is_some_and(|text| seen.insert(text))
+        })
+    })
+}
+
+/// How older versions find element `index`: by its key field, by its value (the first
+/// occurrence of a scalar), or by its index when it has no identity.
+fn element_identity(items: &[Value], index: usize, element_key: Option<&'static str>) -> Segment {
+    let item = &items[index];
+    if let Some(key) = element_key
+        && let Some(value) = item.get(key).and_then(scalar_text)
+    {
+        return Segment::Match {
+            field: key.to_owned(),
+            value,
+        };
+    }
+    let is_scalar = !matches!(item, Value::Object(_) | Value::Array(_));
+    if is_scalar && items.iter().position(|other| other == item) == Some(index) {
+        return Segment::Item(item.clone());
+    }
+    Segment::Index(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use logistis_api::{ObjectRef, Operation};
+    use rstest::rstest;
+    use serde_json::json;
+
+    use super::*;
+    use crate::history::testing::{event, scale_event};
+
+    fn yaml_lines(value: &Value) -> String {
+        let mut lines = Vec::new();
+        emit(value, &mut Emitter::root(), &mut lines).unwrap();
+        lines.iter().map(|l| format!("{}\n", l.text)).collect()
+    }
+
+    #[rstest]
+    #[case(json!({"a": {"b": 1, "c": [1, 2, {"x": 1, "y": [3]}, [4, 5], {}, []], "d": {}, "e": []}}))]
+    #[case(json!({"f": "l1\nl2\n", "g": null, "h": "yes", "i": "123", "j": "a: b", "k": "", "l.m/n": "x"}))]
+    #[case(json!({"m": "trailing \n", "n": "  lead\nx", "o": [[[]]], "p": [{"q": {"r": 1}}]}))]
+    #[case(json!({"q": "line1\n\nline3", "r": ["multi\nline", {"s": "a\nb"}], "t": "keep\n\n"}))]
+    #[case(json!({"deep": [{"list": [{"block": "x\ny"}]}], "nested": [["a\nb", ["c\nd"]]]}))]
+    fn text_is_what_serde_yaml_writes(#[case] value: Value) {
+        assert_eq!(yaml_lines(&value), serde_yaml::to_string(&value).unwrap());
+    }
+
+    fn deployment(replicas: u64, containers: Value, labels: Value) -> Value {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "uid": "u1", "labels": labels},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": containers}}}
+        })
+    }
+
+    fn owners(blame: &Blame) -> Vec<(String, &str)> {
+        blame
+            .lines
+            .iter()
+            .map(|l| (l.line.trim().to_owned(), l.user.username.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn each_line_belongs_to_the_last_change_of_its_field() {
+        let two = json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1", "args": ["-x", "-y"]}]);
+        let events = vec![
+            event(Operation::Create, Some(deployment(1, two, json!({"app": "web"}))), None, "alice"),
+            scale_event(4, "hpa"),
+            // bob removes container a and the first arg of b; b's other lines stay alice's.
+            event(
+                Operation::Update,
+                Some(deployment(
+                    4,
+                    json!([{"name": "b", "image": "b:1", "args": ["-y"]}]),
+                    json!({"app": "web"}),
+                )),
+                None,
+                "bob",
+            ),
+            event(
+                Operation::Update,
+                Some(deployment(
+                    4,
+                    json!([{"name": "b", "image": "b:2", "args": ["-y"]}]),
+                    json!({"app": "web", "tier": "front"}),
+                )),
+                None,
+                "carol",
+            ),
+        ];
+        let timeline = Timeline::build(ObjectRef::default(), events, 0);
+        let answer = blame(&timeline).unwrap();
+        let text: String = answer.lines.iter().map(|l| format!("{}\n", l.line)).collect();
+        assert_eq!(text, serde_yaml::to_string(&timeline.versions[3].object).unwrap());
+        assert_eq!(
+            owners(&answer),
+            [
+                ("apiVersion: apps/v1".to_owned(), "alice"),
+                ("kind: Deployment".to_owned(), "alice"),
+                ("metadata:".to_owned(), "alice"),
+                ("labels:".to_owned(), "alice"),
+                ("app: web".to_owned(), "alice"),
+                ("tier: front".to_owned(), "carol"),
+                ("name: web".to_owned(), "alice"),
+                ("uid: u1".to_owned(), "alice"),
+                ("spec:".to_owned(), "alice"),
+                ("replicas: 4".to_owned(), "hpa"),
+                ("template:".to_owned(), "alice"),
+                ("spec:".to_owned(), "alice"),
+                ("containers:".to_owned(), "alice"),
+                ("- args:".to_owned(), "alice"),
+                ("- -y".to_owned(), "alice"),
+                ("image: b:2".to_owned(), "carol"),
+                ("name: b".to_owned(), "alice"),
+            ]
+        );
+        let image = answer.lines.iter().find(|l| l.line.contains("image")).unwrap();
+        assert_eq!(image.path, "spec.template.spec.containers[0].image");
+        assert_eq!(image.version, 4);
+    }
+
+    #[test]
+    fn blame_covers_only_the_newest_generation() {
+        let first = deployment(1, json!([{"name": "a", "image": "a:1"}]), json!({}));
+        let mut second = first.clone();
+        second["metadata"]["uid"] = json!("u2");
+        let events = vec![
+            event(Operation::Create, Some(first.clone()), None, "alice"),
+            event(Operation::Delete, None, Some(first), "bob"),
+            event(Operation::Create, Some(second), None, "carol"),
+        ];
+        let answer = blame(&Timeline::build(ObjectRef::default(), events, 0)).unwrap();
+        assert_eq!(answer.generation, 2);
+        assert_eq!(answer.object_uid.as_deref(), Some("u2"));
+        assert!(answer.lines.iter().all(|l| l.user.username == "carol"));
+    }
+
+    #[test]
+    fn an_empty_history_has_no_blame() {
+        let timeline = Timeline::build(ObjectRef::default(), Vec::new(), 3);
+        assert!(matches!(blame(&timeline), Err(Error::NoVersions)));
+    }
+}

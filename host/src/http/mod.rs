@@ -1,0 +1,91 @@
+//! HTTP: two listeners, both HTTPS.
+//! - the webhook listener: `POST /validate` (plus `/livez`, `/readyz` for probes);
+//! - the query listener: the query API under `/api/v1`, `/livez`, `/readyz`, `/metrics`.
+//!
+//! Handlers are thin: they parse, call `admission`, `plugins` or `store`, and map errors to
+//! [`ApiError`]. [`serve`] owns sockets, TLS and graceful shutdown.
+
+pub mod error;
+mod health;
+mod objects;
+mod query;
+pub mod serve;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::admission::{KindTable, Policy, Redactor};
+use crate::metrics::Metrics;
+use crate::plugins::PluginHost;
+use crate::store::Store;
+
+/// What the admission handler needs besides the store.
+#[derive(Debug)]
+pub struct AdmissionContext {
+    pub policy: Policy,
+    pub redactor: Redactor,
+    pub kinds: KindTable,
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub plugins: Arc<PluginHost>,
+    pub metrics: Arc<Metrics>,
+    pub admission: Arc<AdmissionContext>,
+    pub max_body_bytes: usize,
+    /// Benchmark mode: answer every review without recording it.
+    pub answer_only: bool,
+}
+
+/// The webhook listener's routes.
+pub fn webhook_router(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(webhook::validate))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+}
+
+/// The query listener's routes.
+pub fn query_router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/events", get(query::list_events))
+        .route("/api/v1/events/{id}", get(query::get_event))
+        .route("/api/v1/namespaces", get(query::namespaces))
+        .merge(objects::routes())
+        .route("/api/v1/plugins", get(health::plugins))
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(health::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), time_queries))
+        .with_state(state)
+}
+
+/// Record the latency of every query route (by its pattern, never the raw path).
+async fn time_queries(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .observe_query(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod tests;

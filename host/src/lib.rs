@@ -1,0 +1,27 @@
+//! Logistis records who changed what in a Kubernetes cluster, and when.
+//!
+//! The tour, in the order an event travels:
+//! - [`config`]: `logistis serve` flags, env vars and YAML → validated [`config::Settings`].
+//! - [`http`]: the HTTPS listeners. `POST /validate` receives AdmissionReviews; the query
+//!   API, health and metrics live on the query listener.
+//! - [`admission`]: pure — review → [`logistis_api::Event`]: redact Secrets, strip noise,
+//!   RFC 6902 patch, dedupe key.
+//! - [`plugins`]: WebAssembly capture predicates (in the admission path) and sinks (on the
+//!   durable log).
+//! - [`store`]: fjall keyspaces, group commit, retention, queries.
+//! - [`server`]: wires them together and shuts them down in order.
+//!
+//! `http` calls the others; `admission`, `plugins` and `store` never import `http`.
+
+pub mod admission;
+pub mod config;
+pub mod hash_key;
+pub mod history;
+pub mod http;
+pub mod metrics;
+pub mod plugins;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod tls;

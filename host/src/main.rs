@@ -1,0 +1,63 @@
+//! The `logistis` binary: parse flags, install logging, run. Exit codes: 0 after a clean
+//! shutdown, 1 when the server fails, 2 for bad flags or settings.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use logistis::config::ServeArgs;
+
+/// Logistis: who changed what in your Kubernetes cluster, and when.
+#[derive(Debug, Parser)]
+#[command(name = "logistis", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the admission webhook and the query API on the embedded store
+    Serve(Box<ServeArgs>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(*args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let settings = match args.into_settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {}", logistis::telemetry::chain(&error));
+            return ExitCode::from(2);
+        }
+    };
+    logistis::telemetry::init(settings.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let query_scheme = if settings.query_plain_http { "http" } else { "https" };
+    let result = runtime.block_on(async {
+        let shutdown = logistis::shutdown::on_signal();
+        logistis::server::run(settings, shutdown, |bound| {
+            println!("webhook: https://{}/validate", bound.webhook);
+            println!("query: {query_scheme}://{}", bound.query);
+        })
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "logistis failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

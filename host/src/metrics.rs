@@ -1,0 +1,176 @@
+//! Prometheus metrics (`GET /metrics`). Latency histograms are in seconds, as Prometheus
+//! conventions ask, with buckets from 25 µs so the sub-millisecond admission path is visible.
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::store::Store;
+
+/// What happened to one admission review.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum ReviewOutcome {
+    Recorded,
+    Deduplicated,
+    DryRun,
+    Noise,
+    SkippedByPlugin,
+    StoreError,
+    AnswerOnly,
+    BadRequest,
+}
+
+impl ReviewOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            ReviewOutcome::Recorded => "recorded",
+            ReviewOutcome::Deduplicated => "deduplicated",
+            ReviewOutcome::DryRun => "dry_run",
+            ReviewOutcome::Noise => "noise",
+            ReviewOutcome::SkippedByPlugin => "skipped_by_plugin",
+            ReviewOutcome::StoreError => "store_error",
+            ReviewOutcome::AnswerOnly => "answer_only",
+            ReviewOutcome::BadRequest => "bad_request",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    status: u16,
+}
+
+/// Latency buckets in seconds: 25 µs … 2.5 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
+        250e-3, 1.0, 2.5,
+    ]
+    .into_iter()
+}
+
+/// Every metric of the server. Plugin metrics are registered by the plugin host.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    admission_duration: Histogram,
+    reviews: Family<OutcomeLabels, Counter>,
+    query_duration: Family<RouteLabels, Histogram>,
+    store_size: Gauge,
+    retention_removed: Counter,
+    write_batches: Counter,
+    write_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("logistis");
+        let admission_duration = Histogram::new(latency_buckets());
+        registry.register(
+            "admission_request_duration_seconds",
+            "Time from receiving an AdmissionReview to answering it (durable in sync mode)",
+            admission_duration.clone(),
+        );
+        let reviews = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request",
+            reviews.clone(),
+        );
+        let query_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register(
+            "query_request_duration_seconds",
+            "Query API latency by route and status",
+            query_duration.clone(),
+        );
+        let store_size = Gauge::default();
+        registry.register("store_size_bytes", "Bytes on disk of the embedded store", store_size.clone());
+        let retention_removed = Counter::default();
+        registry.register(
+            "store_retention_removed_events",
+            "Events removed by retention (versions per object, age, size)",
+            retention_removed.clone(),
+        );
+        let write_batches = Counter::default();
+        registry.register(
+            "store_write_batches",
+            "Group commits of the store writer",
+            write_batches.clone(),
+        );
+        let write_errors = Counter::default();
+        registry.register("store_write_errors", "Failed group commits", write_errors.clone());
+        Metrics {
+            registry,
+            admission_duration,
+            reviews,
+            query_duration,
+            store_size,
+            retention_removed,
+            write_batches,
+            write_errors,
+        }
+    }
+
+    /// For other parts (plugins) to add their metrics before serving starts.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn observe_admission(&self, seconds: f64, outcome: ReviewOutcome) {
+        self.admission_duration.observe(seconds);
+        self.reviews
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    pub fn observe_query(&self, route: &str, status: u16, seconds: f64) {
+        self.query_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition, with store figures read now.
+    pub fn render(&self, store: &Store) -> String {
+        self.store_size
+            .set(i64::try_from(store.disk_space()).unwrap_or(i64::MAX));
+        let stats = store.stats();
+        for (counter, total) in [
+            (&self.retention_removed, &stats.events_removed_by_retention),
+            (&self.write_batches, &stats.write_batches),
+            (&self.write_errors, &stats.write_errors),
+        ] {
+            let total = total.load(Ordering::Relaxed);
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,217 @@
+//! The host side of `wit/`: generated bindings of both worlds (sharing one set of types),
+//! the per-store state every plugin instance gets, and the event conversion.
+//!
+//! The state grants nothing by default: a WASI context with no files, no environment, no
+//! arguments and no sockets (stdio discarded), and a `wasi:http` context whose every
+//! request is checked against the sink's allow-list. Predicates are linked without
+//! `wasi:http` at all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logistis_api::Event;
+use wasmtime::component::{HasData, ResourceTable};
+use wasmtime::{ResourceLimiter, Result};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Bindings of the `predicate` world.
+pub mod predicate {
+    wasmtime::component::bindgen!({ path: "../wit", world: "predicate" });
+}
+
+/// Bindings of the `sink` world; the types and the host interface are the predicate's.
+pub mod sink {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sink",
+        with: {
+            "logistis:plugin/types": super::predicate::logistis::plugin::types,
+            "logistis:plugin/host": super::predicate::logistis::plugin::host,
+        },
+    });
+}
+
+pub use predicate::logistis::plugin::types::{
+    Event as WitEvent, Level, ObjectRef as WitObjectRef, Operation as WitOperation, User as WitUser, Verdict,
+};
+
+/// What one plugin instance's `Store` holds.
+pub struct StoreState {
+    plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: AllowList,
+    pub(crate) limits: Limits,
+}
+
+impl StoreState {
+    pub fn new(plugin: Arc<str>, memory_bytes: u64, allowed_hosts: Arc<[String]>, http_timeout: Duration) -> Self {
+        StoreState {
+            plugin,
+            // Nothing inherited: no env, args, preopens, sockets; stdio goes nowhere.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: AllowList {
+                hosts: allowed_hosts,
+                timeout: http_timeout,
+            },
+            limits: Limits {
+                memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+                exceeded: false,
+            },
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// `HasData` for our own interfaces: the host functions see the whole state.
+pub struct Host;
+
+impl HasData for Host {
+    type Data<'a> = &'a mut StoreState;
+}
+
+impl predicate::logistis::plugin::types::Host for StoreState {}
+
+impl predicate::logistis::plugin::host::Host for StoreState {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(target: "logistis::plugin", plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "logistis::plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "logistis::plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "logistis::plugin", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "logistis::plugin", plugin, "{message}"),
+        }
+    }
+}
+
+/// Memory cap of one instance. A denied growth traps (rather than returning -1 to the
+/// guest, which most languages turn into an abort anyway) and is remembered, so the call
+/// is reported as "memory" rather than as a generic trap.
+pub struct Limits {
+    memory_bytes: usize,
+    pub(crate) exceeded: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        if desired > self.memory_bytes {
+            self.exceeded = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        // Tables hold function references; a million is far beyond any real plugin.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// `wasi:http` hooks: only the allow-listed hosts, and a deadline on every request
+/// (epoch interruption cannot stop a guest blocked in the host on a slow server).
+struct AllowList {
+    hosts: Arc<[String]>,
+    timeout: Duration,
+}
+
+impl AllowList {
+    fn allows(&self, uri: &http::Uri) -> bool {
+        let Some(host) = uri.host() else { return false };
+        let host = host.to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        let with_port = format!("{host}:{port}");
+        self.hosts.iter().any(|allowed| *allowed == host || *allowed == with_port)
+    }
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for AllowList {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if !self.allows(request.uri()) {
+            tracing::warn!(uri = %request.uri(), "plugin request to a host not on its allow-list refused");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let timeout = self.timeout;
+        let send = Box::into_pin(wasmtime_wasi_http::default_hooks().send_request(request, options, fut));
+        Box::new(async move {
+            match tokio::time::timeout(timeout, send).await {
+                Ok(result) => result,
+                Err(_) => Err(wasmtime_wasi_http::Error::HttpResponseTimeout),
+            }
+        })
+    }
+}
+
+/// The event as the guests see it. The objects are serialised here, once per event for
+/// the whole chain; guests parse only what they need.
+pub fn to_wit(event: &Event, id: Option<String>) -> WitEvent {
+    let json = |value: &Option<serde_json::Value>| value.as_ref().map(|v| v.to_string());
+    let operation = match &event.operation {
+        logistis_api::Operation::Create => WitOperation::Create,
+        logistis_api::Operation::Update => WitOperation::Update,
+        logistis_api::Operation::Delete => WitOperation::Delete,
+        logistis_api::Operation::Connect => WitOperation::Connect,
+        logistis_api::Operation::Other(other) => WitOperation::Other(other.clone()),
+    };
+    let r = &event.resource;
+    WitEvent {
+        id: id.unwrap_or_default(),
+        uid: event.uid.clone(),
+        time: event.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        operation,
+        user: WitUser {
+            username: event.user.username.clone(),
+            uid: event.user.uid.clone(),
+            groups: event.user.groups.clone(),
+            extra: event.user.extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        },
+        resource: WitObjectRef {
+            group: r.group.clone(),
+            version: r.version.clone(),
+            kind: r.kind.clone(),
+            resource: r.resource.clone(),
+            subresource: r.subresource.clone(),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        },
+        object_uid: event.object_uid.clone(),
+        field_manager: event.field_manager.clone(),
+        dry_run: event.dry_run,
+        patch: event.patch.to_string(),
+        object: json(&event.object),
+        old_object: json(&event.old_object),
+        options: json(&event.options),
+    }
+}

@@ -1,0 +1,127 @@
+//! `run`: turn validated settings into a running server and shut it down cleanly.
+//!
+//! Order: data dir → Secret hashing key → TLS → store → plugins → bind both listeners →
+//! serve until the shutdown token fires → drain in-flight requests → stop plugins → flush and
+//! close the store. Every step that can fail on bad input fails before a socket is bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{KindTable, Redactor};
+use crate::config::{Settings, TlsSource};
+use crate::http::{self, AdmissionContext, AppState};
+use crate::metrics::Metrics;
+use crate::plugins::PluginHost;
+use crate::store::Store;
+use crate::{hash_key, tls};
+
+/// The addresses actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub webhook: SocketAddr,
+    pub query: SocketAddr,
+}
+
+/// Run until `shutdown` is cancelled. `on_bound` is told the listening addresses.
+pub async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_bound: impl FnOnce(Bound),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
+    let key = hash_key::load_or_create(&settings.data_dir)?;
+
+    let cert_paths = match &settings.tls {
+        TlsSource::Files { cert, key } => tls::CertPaths {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        TlsSource::SelfSigned => {
+            let files = tls::ensure_self_signed(&settings.data_dir)?;
+            println!("ca: {}", files.ca_cert.display());
+            files.paths
+        }
+    };
+    let resolver = tls::CertResolver::load(cert_paths)?;
+    let tls_config = tls::server_config(resolver.clone())?;
+
+    let store_dir = settings.data_dir.join("store");
+    let store_settings = settings.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_settings))
+        .await
+        .context("opening the store panicked")??;
+
+    let plugins = {
+        let plugin_settings = settings.plugins.clone();
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || PluginHost::start(&plugin_settings, store))
+            .await
+            .context("loading the plugins panicked")?
+            .context("cannot start the plugin host")?
+    };
+    let mut metrics = Metrics::new();
+    plugins.register_metrics(metrics.registry_mut());
+
+    let state = AppState {
+        store: store.clone(),
+        plugins: Arc::new(plugins),
+        metrics: Arc::new(metrics),
+        admission: Arc::new(AdmissionContext {
+            policy: settings.policy,
+            redactor: Redactor::new(key),
+            kinds: KindTable::default(),
+        }),
+        max_body_bytes: settings.max_body_bytes,
+        answer_only: settings.answer_only,
+    };
+
+    let webhook_listener = TcpListener::bind(settings.webhook_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--webhook-listen)", settings.webhook_listen))?;
+    let query_listener = TcpListener::bind(settings.query_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--query-listen)", settings.query_listen))?;
+    let bound = Bound {
+        webhook: webhook_listener.local_addr()?,
+        query: query_listener.local_addr()?,
+    };
+    tracing::info!(
+        webhook = %bound.webhook,
+        query = %bound.query,
+        data_dir = %settings.data_dir.display(),
+        durability = ?settings.store.durability,
+        "logistis is serving"
+    );
+    on_bound(bound);
+
+    resolver.watch(shutdown.clone());
+    let query_tls = (!settings.query_plain_http).then(|| tls_config.clone());
+    let webhook = tokio::spawn(http::serve::serve(
+        "webhook",
+        webhook_listener,
+        http::webhook_router(state.clone()),
+        Some(tls_config),
+        shutdown.clone(),
+    ));
+    let query = tokio::spawn(http::serve::serve(
+        "query",
+        query_listener,
+        http::query_router(state.clone()),
+        query_tls,
+        shutdown.clone(),
+    ));
+    let _ = webhook.await;
+    let _ = query.await;
+
+    state.plugins.shutdown();
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("closing the store panicked")?;
+    tracing::info!("logistis stopped; the store is flushed");
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Retention, enforced continuously and never by a full scan:
+//! - versions per object: the writer reports each object it appended to; this thread trims
+//!   that object's index prefix to the newest N (one reverse scan of at most N+k keys);
+//! - age: the log is keyed by time, so expired events are a prefix of it;
+//! - total size: when the store is over its limit, the oldest events are removed until their
+//!   stored size covers the excess (the files shrink as compaction catches up).
+//!
+//! Deletions go through the writer thread, which owns every mutation.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use logistis_api::EventId;
+
+use super::writer::Command;
+use super::{Error, Result, Shared, keys};
+
+/// Events removed per delete command, so retention never holds the writer for long.
+const DELETE_CHUNK: usize = 1_000;
+/// Chunks per sweep, so a huge backlog is worked off over several sweeps.
+const MAX_CHUNKS_PER_SWEEP: usize = 50;
+
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    writer: Sender<Command>,
+    touched: Receiver<Vec<u8>>,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("logistis-store-retention".into())
+        .spawn(move || run(&shared, &writer, &touched))
+        .map_err(|e| Error::Io(fjall::Error::Io(e)))
+}
+
+fn run(shared: &Shared, writer: &Sender<Command>, touched: &Receiver<Vec<u8>>) {
+    let interval = shared.settings.retention_interval;
+    let mut last_sweep = Instant::now();
+    // Deleted events free their space only when compaction rewrites the tables: after a size
+    // sweep, wait a few intervals before measuring again instead of deleting twice.
+    let mut size_cooldown_until = Instant::now();
+    loop {
+        match touched.recv_timeout(interval) {
+            Ok(first) => {
+                let mut objects = HashSet::from([first]);
+                objects.extend(touched.try_iter().take(10_000));
+                for prefix in objects {
+                    if let Err(error) = trim_object(shared, writer, &prefix) {
+                        tracing::warn!(error = %error, "trimming an object's versions failed");
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_sweep.elapsed() >= interval {
+            if let Err(error) = sweep_age(shared, writer) {
+                tracing::warn!(error = %error, "removing expired events failed");
+            }
+            if Instant::now() >= size_cooldown_until {
+                match sweep_size(shared, writer) {
+                    Ok(true) => size_cooldown_until = Instant::now() + interval * 6,
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %error, "enforcing the store size limit failed");
+                    }
+                }
+            }
+            last_sweep = Instant::now();
+        }
+    }
+}
+
+fn delete(writer: &Sender<Command>, ids: Vec<EventId>) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let (reply, receiver) = crossbeam_channel::bounded(1);
+    writer
+        .send(Command::Delete(ids, reply))
+        .map_err(|_| Error::Closed)?;
+    receiver.recv().map_err(|_| Error::Closed)?
+}
+
+fn trim_object(shared: &Shared, writer: &Sender<Command>, prefix: &[u8]) -> Result<()> {
+    let keep = shared.settings.max_versions_per_object as usize;
+    if keep == 0 {
+        return Ok(());
+    }
+    let mut excess = Vec::new();
+    for guard in shared.ks.by_object.prefix(prefix).rev().skip(keep) {
+        if let Some(id) = keys::id_suffix(&guard.key()?) {
+            excess.push(id);
+        }
+    }
+    delete(writer, excess).map(drop)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+fn sweep_age(shared: &Shared, writer: &Sender<Command>) -> Result<()> {
+    let Some(retention) = shared.settings.retention else {
+        return Ok(());
+    };
+    let cutoff = now_micros().saturating_sub(u64::try_from(retention.as_micros()).unwrap_or(u64::MAX));
+    for _ in 0..MAX_CHUNKS_PER_SWEEP {
+        let mut expired = Vec::new();
+        for guard in shared.ks.events.range(..cutoff.to_be_bytes()).take(DELETE_CHUNK) {
+            if let Some(id) = keys::id_suffix(&guard.key()?) {
+                expired.push(id);
+            }
+        }
+        let full = expired.len() == DELETE_CHUNK;
+        delete(writer, expired)?;
+        if !full {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Returns whether anything was removed.
+fn sweep_size(shared: &Shared, writer: &Sender<Command>) -> Result<bool> {
+    let Some(max) = shared.settings.max_size_bytes else {
+        return Ok(false);
+    };
+    let size = shared.db.disk_space()?;
+    if size <= max {
+        return Ok(false);
+    }
+    let excess = size - max;
+    let mut freed = 0u64;
+    let mut oldest = Vec::new();
+    for guard in shared.ks.events.iter().take(DELETE_CHUNK * MAX_CHUNKS_PER_SWEEP) {
+        let (key, value) = guard.into_inner()?;
+        let Some(id) = keys::id_suffix(&key) else {
+            continue;
+        };
+        let objects = shared.ks.objects.size_of(id.to_be_bytes())?.unwrap_or(0);
+        freed += value.len() as u64 + u64::from(objects);
+        oldest.push(id);
+        if freed >= excess {
+            break;
+        }
+    }
+    tracing::info!(size, max, events = oldest.len(), "store over its size limit: removing the oldest events");
+    for chunk in oldest.chunks(DELETE_CHUNK) {
+        delete(writer, chunk.to_vec())?;
+    }
+    Ok(!oldest.is_empty())
+}

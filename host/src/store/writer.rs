@@ -1,0 +1,341 @@
+//! The single writer: every mutation of the store goes through this thread.
+//!
+//! Group commit: the thread blocks for one command, then drains whatever else is queued (up
+//! to [`MAX_GROUP`]) into one fjall write batch, commits it, fsyncs once in sync mode, and
+//! only then answers every waiting request. Concurrent admission requests therefore share
+//! one fsync, and one writer makes id allocation, dedupe and counters race-free.
+
+use std::collections::HashMap;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use fjall::{OwnedWriteBatch, PersistMode};
+use logistis_api::{Event, EventId};
+use tokio::sync::oneshot;
+
+use super::record::{self, Objects};
+use super::{ASYNC_FLUSH_INTERVAL, Durability, Error, Result, Shared, keys, read_u64};
+use crate::admission::NewEvent;
+
+/// Upper bound on events per group commit, so one batch never grows without limit.
+const MAX_GROUP: usize = 512;
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under this new id.
+    Recorded(EventId),
+    /// The same review was already stored under this id; nothing was written.
+    Duplicate(EventId),
+}
+
+pub(crate) enum Command {
+    Append(Box<NewEvent>, oneshot::Sender<Result<Appended>>),
+    /// Remove these events and their index entries (from retention).
+    Delete(Vec<EventId>, Sender<Result<u64>>),
+    SaveCursor(String, EventId, Sender<Result<()>>),
+    Shutdown,
+}
+
+/// Index keys of one event: (keyspace, key) pairs, shared by insert and delete.
+pub(crate) fn object_prefix(event: &Event) -> Vec<u8> {
+    let r = &event.resource;
+    keys::prefix(&[&r.group, &r.kind.to_ascii_lowercase(), &r.namespace, &r.name])
+}
+
+struct Writer {
+    shared: std::sync::Arc<Shared>,
+    retention: Sender<Vec<u8>>,
+    last_id: u64,
+    ns_counts: HashMap<String, u64>,
+    dirty: bool,
+}
+
+pub(crate) fn start(
+    shared: std::sync::Arc<Shared>,
+    retention: Sender<Vec<u8>>,
+) -> Result<(Sender<Command>, JoinHandle<()>)> {
+    let last_id = shared
+        .ks
+        .events
+        .last_key_value()
+        .map(|guard| guard.key())
+        .transpose()?
+        .and_then(|key| keys::id_suffix(&key))
+        .map_or(0, |id| id.0);
+    let mut ns_counts = HashMap::new();
+    for guard in shared.ks.ns_stats.iter() {
+        let (key, value) = guard.into_inner()?;
+        ns_counts.insert(String::from_utf8_lossy(&key).into_owned(), read_u64(&value));
+    }
+    let (sender, receiver) = crossbeam_channel::unbounded();
+    let mut writer = Writer {
+        shared,
+        retention,
+        last_id,
+        ns_counts,
+        dirty: false,
+    };
+    let thread = std::thread::Builder::new()
+        .name("logistis-store-writer".into())
+        .spawn(move || writer.run(receiver))
+        .map_err(|e| Error::Io(fjall::Error::Io(e)))?;
+    Ok((sender, thread))
+}
+
+impl Writer {
+    fn run(&mut self, commands: Receiver<Command>) {
+        let mut last_flush = Instant::now();
+        loop {
+            let first = match commands.recv_timeout(ASYNC_FLUSH_INTERVAL) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.background_flush(&mut last_flush);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut appends = Vec::new();
+            let mut shutdown = false;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append(event, reply) => appends.push((event, reply)),
+                    Command::Delete(ids, reply) => {
+                        let _ = reply.send(self.delete(&ids));
+                    }
+                    Command::SaveCursor(name, id, reply) => {
+                        let _ = reply.send(self.save_cursor(&name, id));
+                    }
+                    Command::Shutdown => {
+                        shutdown = true;
+                        break;
+                    }
+                }
+                if appends.len() < MAX_GROUP {
+                    next = commands.try_recv().ok();
+                }
+            }
+            if !appends.is_empty() {
+                self.append_group(appends);
+            }
+            if self.shared.settings.durability == Durability::Async {
+                self.background_flush(&mut last_flush);
+            }
+            if shutdown {
+                break;
+            }
+        }
+        if let Err(error) = self.shared.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %error, "final flush of the store failed");
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    fn background_flush(&mut self, last_flush: &mut Instant) {
+        if self.dirty && last_flush.elapsed() >= ASYNC_FLUSH_INTERVAL {
+            if let Err(error) = self.shared.db.persist(PersistMode::SyncData) {
+                tracing::error!(error = %error, "background flush of the store failed");
+            }
+            self.dirty = false;
+            *last_flush = Instant::now();
+        }
+    }
+
+    fn next_id(&mut self) -> EventId {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.last_id = now.max(self.last_id + 1);
+        EventId(self.last_id)
+    }
+
+    fn append_group(&mut self, appends: Vec<(Box<NewEvent>, oneshot::Sender<Result<Appended>>)>) {
+        let shared = self.shared.clone();
+        let ks = &shared.ks;
+        let mut batch = self.shared.db.batch();
+        let mut outcomes = Vec::with_capacity(appends.len());
+        let mut in_batch: HashMap<[u8; 32], EventId> = HashMap::new();
+        let mut touched = Vec::new();
+        let mut ns_touched = Vec::new();
+        for (new_event, _) in &appends {
+            let outcome = match self.prepare(new_event, &mut batch, &mut in_batch) {
+                Ok(Appended::Recorded(id)) => {
+                    if self.shared.settings.max_versions_per_object > 0 {
+                        touched.push(object_prefix(&new_event.event));
+                    }
+                    ns_touched.push(new_event.event.resource.namespace.clone());
+                    Ok(Appended::Recorded(id))
+                }
+                other => other,
+            };
+            outcomes.push(outcome);
+        }
+        for namespace in ns_touched {
+            let count = self.ns_counts.entry(namespace.clone()).or_insert(0);
+            *count += 1;
+            batch.insert(&ks.ns_stats, namespace.into_bytes(), count.to_le_bytes().to_vec());
+        }
+        let result = batch.commit().and_then(|()| match self.shared.settings.durability {
+            Durability::Sync => self.shared.db.persist(PersistMode::SyncAll),
+            Durability::Async => Ok(()),
+        });
+        self.dirty = true;
+        self.shared
+            .stats
+            .write_batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                for ((_, reply), outcome) in appends.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+                for prefix in touched {
+                    let _ = self.retention.send(prefix);
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "committing a group of events failed");
+                self.shared
+                    .stats
+                    .write_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Nothing of this group is durable: reload the counters and fail every request.
+                self.reload_counts();
+                for (_, reply) in appends {
+                    let _ = reply.send(Err(Error::Io(fjall::Error::Poisoned)));
+                }
+            }
+        }
+    }
+
+    fn reload_counts(&mut self) {
+        self.ns_counts.clear();
+        for guard in self.shared.ks.ns_stats.iter() {
+            if let Ok((key, value)) = guard.into_inner() {
+                self.ns_counts
+                    .insert(String::from_utf8_lossy(&key).into_owned(), read_u64(&value));
+            }
+        }
+    }
+
+    /// Add one event to the batch, or report it as a duplicate.
+    fn prepare(
+        &mut self,
+        new_event: &NewEvent,
+        batch: &mut OwnedWriteBatch,
+        in_batch: &mut HashMap<[u8; 32], EventId>,
+    ) -> Result<Appended> {
+        let shared = self.shared.clone();
+        let ks = &shared.ks;
+        if let Some(key) = &new_event.dedupe_key {
+            if let Some(id) = in_batch.get(key) {
+                return Ok(Appended::Duplicate(*id));
+            }
+            if let Some(value) = ks.dedupe.get(key)? {
+                return Ok(Appended::Duplicate(
+                    keys::id_suffix(&value).unwrap_or(EventId(0)),
+                ));
+            }
+        }
+        let id = self.next_id();
+        let mut event = new_event.event.clone();
+        event.id = id;
+        let objects = Objects {
+            object: event.object.take(),
+            old_object: event.old_object.take(),
+        };
+        let id_bytes = id.to_be_bytes();
+        batch.insert(
+            &ks.events,
+            id_bytes.to_vec(),
+            record::encode_summary(&event, new_event.dedupe_key.as_ref()),
+        );
+        if !objects.is_empty() {
+            batch.insert(&ks.objects, id_bytes.to_vec(), record::encode_objects(&objects));
+        }
+        for (keyspace, key) in index_keys(ks, &event) {
+            batch.insert(keyspace, key, Vec::<u8>::new());
+        }
+        if let Some(key) = &new_event.dedupe_key {
+            batch.insert(&ks.dedupe, key.to_vec(), id_bytes.to_vec());
+            in_batch.insert(*key, id);
+        }
+        Ok(Appended::Recorded(id))
+    }
+
+    fn delete(&mut self, ids: &[EventId]) -> Result<u64> {
+        let shared = self.shared.clone();
+        let ks = &shared.ks;
+        let mut batch = self.shared.db.batch();
+        let mut removed = 0;
+        let mut trimmed: HashMap<Vec<u8>, u64> = HashMap::new();
+        let mut ns_removed: HashMap<String, u64> = HashMap::new();
+        for &id in ids {
+            let id_bytes = id.to_be_bytes();
+            let Some(value) = ks.events.get(id_bytes)? else {
+                continue;
+            };
+            let (event, dedupe) = record::decode_summary(id, &value)?;
+            batch.remove(&ks.events, id_bytes.to_vec());
+            batch.remove(&ks.objects, id_bytes.to_vec());
+            for (keyspace, key) in index_keys(ks, &event) {
+                batch.remove(keyspace, key);
+            }
+            if let Some(key) = dedupe {
+                batch.remove(&ks.dedupe, key.to_vec());
+            }
+            *trimmed.entry(object_prefix(&event)).or_default() += 1;
+            *ns_removed.entry(event.resource.namespace.clone()).or_default() += 1;
+            removed += 1;
+        }
+        for (prefix, count) in trimmed {
+            let before = ks.trimmed.get(&prefix)?.map_or(0, |v| read_u64(&v));
+            batch.insert(&ks.trimmed, prefix, (before + count).to_le_bytes().to_vec());
+        }
+        for (namespace, count) in ns_removed {
+            let current = self.ns_counts.entry(namespace.clone()).or_insert(0);
+            *current = current.saturating_sub(count);
+            if *current == 0 {
+                self.ns_counts.remove(&namespace);
+                batch.remove(&ks.ns_stats, namespace.into_bytes());
+            } else {
+                batch.insert(&ks.ns_stats, namespace.into_bytes(), current.to_le_bytes().to_vec());
+            }
+        }
+        let result = batch.commit().map_err(Error::from);
+        if result.is_err() {
+            self.reload_counts();
+        }
+        result?;
+        self.dirty = true;
+        self.shared
+            .stats
+            .events_removed_by_retention
+            .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    fn save_cursor(&mut self, name: &str, id: EventId) -> Result<()> {
+        let mut batch = self.shared.db.batch();
+        batch.insert(&self.shared.ks.cursors, name.as_bytes().to_vec(), id.to_be_bytes().to_vec());
+        batch.commit()?;
+        self.shared.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+/// Every index entry of an event.
+fn index_keys<'a>(ks: &'a super::Keyspaces, event: &Event) -> [(&'a fjall::Keyspace, Vec<u8>); 5] {
+    let r = &event.resource;
+    let kind = r.kind.to_ascii_lowercase();
+    let id = event.id;
+    [
+        (&ks.by_object, keys::with_id(&object_prefix(event), id)),
+        (&ks.by_namespace, keys::with_id(&keys::prefix(&[&r.namespace]), id)),
+        (&ks.by_kind, keys::with_id(&keys::prefix(&[&kind]), id)),
+        (&ks.by_kind_ns, keys::with_id(&keys::prefix(&[&r.namespace, &kind]), id)),
+        (&ks.by_user, keys::with_id(&keys::prefix(&[&event.user.username]), id)),
+    ]
+}

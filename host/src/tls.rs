@@ -1,0 +1,285 @@
+//! TLS for both listeners: certificates from files, reloaded when the files change (as
+//! cert-manager and Secret mounts rotate them), or a self-signed CA and server certificate
+//! generated once into the data dir for local use.
+//!
+//! Reload polls the files' contents rather than relying on inotify: a Secret mount swaps a
+//! `..data` symlink, which inotify watchers on the file path routinely miss.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+/// How often certificate files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} holds no usable PEM private key")]
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("the private key in {path} is not supported")]
+    UnsupportedKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot generate the self-signed certificate")]
+    Generate(#[source] rcgen::Error),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the TLS configuration")]
+    Config(#[source] rustls::Error),
+}
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone)]
+pub struct CertPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Serves the current certificate to every handshake; swapped atomically on reload.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+    paths: CertPaths,
+    digest: std::sync::Mutex<[u8; 32]>,
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn certified_key(paths: &CertPaths, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Error> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(Error::NoCertificate {
+            path: paths.cert.clone(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| Error::BadKey {
+        path: paths.key.clone(),
+        source,
+    })?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
+        Error::UnsupportedKey {
+            path: paths.key.clone(),
+            source,
+        }
+    })?;
+    Ok(CertifiedKey::new(chain, signing_key))
+}
+
+fn digest(cert_pem: &[u8], key_pem: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(cert_pem);
+    hasher.update(key_pem);
+    hasher.finalize().into()
+}
+
+impl CertResolver {
+    /// Load the certificate and key; fails if either is unusable.
+    pub fn load(paths: CertPaths) -> Result<Arc<CertResolver>, Error> {
+        let cert_pem = read(&paths.cert)?;
+        let key_pem = read(&paths.key)?;
+        let key = certified_key(&paths, &cert_pem, &key_pem)?;
+        Ok(Arc::new(CertResolver {
+            current: ArcSwap::from_pointee(key),
+            digest: std::sync::Mutex::new(digest(&cert_pem, &key_pem)),
+            paths,
+        }))
+    }
+
+    /// Re-read the files; swap in the new certificate if they changed and are valid.
+    /// Returns whether a new certificate is now served.
+    pub fn reload(&self) -> Result<bool, Error> {
+        let cert_pem = read(&self.paths.cert)?;
+        let key_pem = read(&self.paths.key)?;
+        let new_digest = digest(&cert_pem, &key_pem);
+        let mut current = self.digest.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == new_digest {
+            return Ok(false);
+        }
+        let key = certified_key(&self.paths, &cert_pem, &key_pem)?;
+        self.current.store(Arc::new(key));
+        *current = new_digest;
+        Ok(true)
+    }
+
+    /// Poll the files until `shutdown`; a broken new pair is logged and the old one kept.
+    pub fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let resolver = self.clone();
+                match tokio::task::spawn_blocking(move || resolver.reload()).await {
+                    Ok(Ok(true)) => tracing::info!(cert = %self.paths.cert.display(), "TLS certificate reloaded"),
+                    Ok(Ok(false)) => {}
+                    Ok(Err(error)) => tracing::warn!(
+                        error = %crate::telemetry::chain(&error),
+                        "TLS certificate files changed but cannot be used: still serving the previous certificate"
+                    ),
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+}
+
+/// A rustls server configuration (ring provider, HTTP/2 and HTTP/1.1) around `resolver`.
+pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Config)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The files of a self-signed setup in `data_dir/tls/`.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    pub ca_cert: PathBuf,
+    pub paths: CertPaths,
+}
+
+/// Create (once) a CA and a server certificate for localhost in `data_dir/tls/`; later starts
+/// reuse them so clients keep trusting the same CA.
+pub fn ensure_self_signed(data_dir: &Path) -> Result<SelfSigned, Error> {
+    let dir = data_dir.join("tls");
+    let files = SelfSigned {
+        ca_cert: dir.join("ca.crt"),
+        paths: CertPaths {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        },
+    };
+    if files.ca_cert.exists() && files.paths.cert.exists() && files.paths.key.exists() {
+        return Ok(files);
+    }
+    let write = |path: &Path, contents: &str| {
+        std::fs::write(path, contents).map_err(|source| Error::Write {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+        path: dir.clone(),
+        source,
+    })?;
+
+    let ca_key = rcgen::KeyPair::generate().map_err(Error::Generate)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(Error::Generate)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Logistis local CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(Error::Generate)?;
+
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    names.extend(["logistis", "logistis.logistis", "logistis.logistis.svc"].map(str::to_owned));
+    let server_key = rcgen::KeyPair::generate().map_err(Error::Generate)?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(Error::Generate)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "logistis");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let server = params
+        .signed_by(&server_key, &ca)
+        .map_err(Error::Generate)?;
+
+    write(&files.ca_cert, &ca.pem())?;
+    write(&files.paths.cert, &server.pem())?;
+    write(&files.paths.key, &server_key.serialize_pem())?;
+    restrict_permissions(&files.paths.key);
+    Ok(files)
+}
+
+/// Private keys are readable by their owner only.
+pub fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_created_once_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure_self_signed(dir.path()).unwrap();
+        let cert = std::fs::read(&first.paths.cert).unwrap();
+        let second = ensure_self_signed(dir.path()).unwrap();
+        assert_eq!(cert, std::fs::read(&second.paths.cert).unwrap());
+        let resolver = CertResolver::load(first.paths.clone()).unwrap();
+        assert!(!resolver.reload().unwrap(), "unchanged files are not reloaded");
+        server_config(resolver).unwrap();
+    }
+
+    #[test]
+    fn reload_keeps_the_old_certificate_when_the_new_one_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ensure_self_signed(dir.path()).unwrap();
+        let resolver = CertResolver::load(files.paths.clone()).unwrap();
+        let before = resolver.current.load_full();
+        std::fs::write(&files.paths.cert, "not a certificate").unwrap();
+        assert!(matches!(resolver.reload(), Err(Error::NoCertificate { .. })));
+        assert!(Arc::ptr_eq(&before, &resolver.current.load_full()));
+        // A new valid pair (from another self-signed setup) is picked up.
+        let other = ensure_self_signed(&dir.path().join("other")).unwrap();
+        std::fs::copy(&other.paths.cert, &files.paths.cert).unwrap();
+        std::fs::copy(&other.paths.key, &files.paths.key).unwrap();
+        assert!(resolver.reload().unwrap());
+        assert!(!Arc::ptr_eq(&before, &resolver.current.load_full()));
+    }
+}
