@@ -1,1 +1,254 @@
-fn main() {}
+//! `logistis-loadgen`: replays a mix of real AdmissionReviews over HTTPS against the real
+//! `logistis` binary, with N concurrent connections, and prints reviews/s and p50/p99/p999
+//! latency for three modes in one run:
+//! - `bare`: the server only parses and answers (`--answer-only`), the ceiling;
+//! - `async`: full pipeline, answered once written to the OS;
+//! - `sync`: full pipeline, answered once fsynced (group commit) — the default.
+//!
+//! Each review gets a unique uid, so none is deduplicated. The client runs on the same
+//! machine as the server: figures are for the pair, which is what one node can sustain.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+
+/// Load generator for the Logistis webhook.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The logistis binary [default: next to this one]
+    #[arg(long, env = "LOGISTIS_BIN")]
+    logistis: Option<PathBuf>,
+    /// Concurrent connections
+    #[arg(long, short = 'c', default_value_t = 16)]
+    connections: usize,
+    /// Measured time per mode (after a 1 s warm-up)
+    #[arg(long, short = 'd', default_value = "10s", value_parser = humantime_duration)]
+    duration: Duration,
+    /// Directory of AdmissionReviews (`*.json`, bare requests are wrapped)
+    /// [default: ../shared/fixtures/admission if present, else tests/fixtures/admission]
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+    /// Modes to run, in order
+    #[arg(long, value_delimiter = ',', default_value = "bare,async,sync")]
+    modes: Vec<String>,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("bad duration {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("bad duration {text:?}: use e.g. 500ms, 10s, 1m")),
+    }
+}
+
+/// A review split around its uid, so each request is two copies and a number.
+struct Template {
+    prefix: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
+const UID_MARK: &str = "LOGISTIS-LOADGEN-UID";
+
+fn templates(dir: &Path) -> Result<Vec<Template>> {
+    let mut templates = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let mut review: Value = serde_json::from_slice(&std::fs::read(&path)?)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        if review.get("request").is_none() {
+            review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": review});
+        }
+        review["request"]["uid"] = Value::String(UID_MARK.into());
+        let text = serde_json::to_string(&review)?;
+        let (prefix, suffix) = text.split_once(UID_MARK).expect("the mark is in the text");
+        templates.push(Template {
+            prefix: prefix.as_bytes().to_vec(),
+            suffix: suffix.as_bytes().to_vec(),
+        });
+    }
+    if templates.is_empty() {
+        bail!("no reviews in {}", dir.display());
+    }
+    Ok(templates)
+}
+
+struct Running {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(binary: &Path, mode: &str, connections: usize) -> Result<Running> {
+    let dir = tempfile::tempdir()?;
+    let mut command = Command::new(binary);
+    command
+        .args(["serve", "--self-signed", "--webhook-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    match mode {
+        "bare" => command.arg("--answer-only"),
+        "async" => command.args(["--durability", "async"]),
+        "sync" => command.args(["--durability", "sync"]),
+        other => bail!("unknown mode {other:?} (bare, async, sync)"),
+    };
+    let mut child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
+    let mut url = None;
+    let mut ca = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        if let Some(rest) = line.strip_prefix("webhook: ") {
+            url = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("ca: ") {
+            ca = Some(PathBuf::from(rest));
+        } else if line.starts_with("query: ") {
+            break;
+        }
+    }
+    let (Some(url), Some(ca)) = (url, ca) else {
+        bail!("logistis did not announce its listeners");
+    };
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+        .pool_max_idle_per_host(connections)
+        .http1_only()
+        .build()?;
+    Ok(Running { child, url, client, _dir: dir })
+}
+
+struct Figures {
+    reviews_per_second: f64,
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    errors: u64,
+}
+
+async fn drive(running: &Running, templates: Arc<Vec<Template>>, connections: usize, duration: Duration) -> Result<Figures> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let warm_up = Duration::from_secs(1);
+    let start = Instant::now();
+    for _ in 0..connections {
+        let client = running.client.clone();
+        let url = running.url.clone();
+        let templates = templates.clone();
+        let counter = counter.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            loop {
+                let elapsed = start.elapsed();
+                if elapsed >= warm_up + duration {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let template = &templates[n as usize % templates.len()];
+                let uid = format!("loadgen-{n}");
+                let mut body = Vec::with_capacity(template.prefix.len() + uid.len() + template.suffix.len());
+                body.extend_from_slice(&template.prefix);
+                body.extend_from_slice(uid.as_bytes());
+                body.extend_from_slice(&template.suffix);
+                let sent = Instant::now();
+                let ok = match client.post(&url).header("content-type", "application/json").body(body).send().await {
+                    Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if elapsed < warm_up {
+                    continue;
+                }
+                if ok {
+                    histogram.record(sent.elapsed().as_micros() as u64).ok();
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            histogram
+        }));
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for task in tasks {
+        total.add(task.await?)?;
+    }
+    Ok(Figures {
+        reviews_per_second: total.len() as f64 / duration.as_secs_f64(),
+        p50: total.value_at_quantile(0.50),
+        p99: total.value_at_quantile(0.99),
+        p999: total.value_at_quantile(0.999),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let fixtures = args.fixtures.clone().unwrap_or_else(|| {
+        let shared = root.join("../shared/fixtures/admission");
+        if shared.is_dir() { shared } else { root.join("tests/fixtures/admission") }
+    });
+    let binary = match &args.logistis {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("logistis"),
+    };
+    if !binary.is_file() {
+        bail!("{} not found: build it (cargo build --release -p logistis) or pass --logistis", binary.display());
+    }
+    let templates = Arc::new(templates(&fixtures)?);
+    println!(
+        "logistis-loadgen: {} reviews from {}, {} connections, {:?} per mode, {} cores",
+        templates.len(),
+        fixtures.display(),
+        args.connections,
+        args.duration,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!("{:<6} {:>12} {:>10} {:>10} {:>10} {:>8}", "mode", "reviews/s", "p50 µs", "p99 µs", "p999 µs", "errors");
+    let mut results = Vec::new();
+    for mode in &args.modes {
+        let running = start(&binary, mode, args.connections)?;
+        let figures = drive(&running, templates.clone(), args.connections, args.duration).await?;
+        drop(running);
+        println!(
+            "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8}",
+            mode, figures.reviews_per_second, figures.p50, figures.p99, figures.p999, figures.errors
+        );
+        results.push((mode.clone(), figures.reviews_per_second));
+    }
+    let rate = |name: &str| results.iter().find(|(m, _)| m == name).map(|(_, r)| *r);
+    if let (Some(bare), Some(sync)) = (rate("bare"), rate("sync")) {
+        println!("sync / bare throughput: {:.0} %", 100.0 * sync / bare);
+    }
+    if let (Some(bare), Some(asynchronous)) = (rate("bare"), rate("async")) {
+        println!("async / bare throughput: {:.0} %", 100.0 * asynchronous / bare);
+    }
+    Ok(())
+}

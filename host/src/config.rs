@@ -266,7 +266,7 @@ impl ServeArgs {
             )));
         }
         Ok(Settings {
-            data_dir,
+            data_dir: data_dir.clone(),
             webhook_listen,
             query_listen,
             query_plain_http: self.query_plain_http,
@@ -288,6 +288,9 @@ impl ServeArgs {
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
             plugins: PluginSettings {
                 dir: self.plugins_dir,
+                // Compiled plugins, keyed by content hash: a restart does not recompile.
+                cache_dir: Some(data_dir.join("plugin-cache")),
+                ..PluginSettings::default()
             },
             log_format: self.log_format.unwrap_or_default(),
             answer_only: self.answer_only,

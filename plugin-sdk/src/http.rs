@@ -16,7 +16,12 @@ pub struct Response {
 pub fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Result<Response, String> {
     let target = Url::parse(url)?;
     let fields = Fields::new();
-    for (name, value) in headers {
+    // An explicit length: without it the body goes out chunked, which some receivers
+    // (and most tiny test servers) do not take.
+    fields
+        .append("content-length", body.len().to_string().as_bytes())
+        .map_err(|error| format!("content-length: {error:?}"))?;
+    for (name, value) in headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("content-length")) {
         fields
             .append(name, value.as_bytes())
             .map_err(|error| format!("header {name:?}: {error:?}"))?;

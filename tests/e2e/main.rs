@@ -1,1 +1,13 @@
-//! e2e
+//! End-to-end tests: the real `logistis` binary (and `kubectl-blame`, and plugins built from
+//! this repository) driven over real HTTPS with real AdmissionReview payloads.
+//!
+//! One test binary, one module per area. Helpers are in `tests/support`.
+
+mod admission;
+mod durability;
+mod history;
+mod query;
+mod serve;
+mod cli;
+mod plugins;
+mod reload;

@@ -6,6 +6,8 @@
 //! Child processes are killed when their [`Server`] is dropped, so a failing test never
 //! leaves a server behind.
 
+pub mod plugins;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -119,6 +119,8 @@ impl AdmissionResponseReview {
 pub enum ReviewError {
     #[error("the body is not a valid AdmissionReview JSON document")]
     Json(#[source] serde_json::Error),
+    #[error("the body is not a valid AdmissionReview JSON document: expected a JSON object")]
+    NotAnObject,
     #[error("unsupported AdmissionReview apiVersion {0:?} (expected admission.k8s.io/v1 or v1beta1)")]
     ApiVersion(String),
     #[error("the AdmissionReview has no request")]
@@ -127,6 +129,10 @@ pub enum ReviewError {
 
 /// Parse a body into a review that has a request and a supported version.
 pub fn parse(body: &[u8]) -> Result<(String, AdmissionRequest), ReviewError> {
+    // serde would read a JSON array as a struct by position: only an object is a review.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ReviewError::NotAnObject);
+    }
     let review: AdmissionReview = serde_json::from_slice(body).map_err(ReviewError::Json)?;
     // An absent apiVersion is read as v1 (some hand-built reviews omit it); a wrong one is an error.
     let api_version = review
@@ -164,7 +170,8 @@ mod tests {
             parse(br#"{"apiVersion":"v2","request":{}}"#),
             Err(ReviewError::ApiVersion(v)) if v == "v2"
         ));
-        assert!(matches!(parse(b"[1,2]"), Err(ReviewError::Json(_))));
+        assert!(matches!(parse(b"[1,2]"), Err(ReviewError::NotAnObject)));
+        assert!(matches!(parse(b"  "), Err(ReviewError::NotAnObject)));
     }
 
     #[test]

@@ -132,7 +132,9 @@ impl Emitter {
 
     /// The start of the next line: the pending `- ` or the indentation.
     fn lead(&mut self) -> String {
-        self.first_prefix.take().unwrap_or_else(|| " ".repeat(self.indent))
+        self.first_prefix
+            .take()
+            .unwrap_or_else(|| " ".repeat(self.indent))
     }
 }
 
@@ -153,7 +155,11 @@ fn emit(value: &Value, at: &mut Emitter, out: &mut Vec<Line>) -> Result<(), serd
     }
 }
 
-fn emit_map(map: &Map<String, Value>, at: &mut Emitter, out: &mut Vec<Line>) -> Result<(), serde_yaml::Error> {
+fn emit_map(
+    map: &Map<String, Value>,
+    at: &mut Emitter,
+    out: &mut Vec<Line>,
+) -> Result<(), serde_yaml::Error> {
     for (key, value) in map {
         let lead = at.lead();
         let key_text = scalar_yaml(&Value::String(key.clone()))?;
@@ -164,7 +170,14 @@ fn emit_map(map: &Map<String, Value>, at: &mut Emitter, out: &mut Vec<Line>) -> 
             // serde_yaml writes a list under a key at the key's own indentation.
             Value::Array(a) if !a.is_empty() => at.indent,
             scalar => {
-                emit_scalar(format!("{lead}{key_text}: "), scalar, at.indent, &identity, &concrete, out)?;
+                emit_scalar(
+                    format!("{lead}{key_text}: "),
+                    scalar,
+                    at.indent,
+                    &identity,
+                    &concrete,
+                    out,
+                )?;
                 continue;
             }
         };
@@ -185,11 +198,17 @@ fn emit_map(map: &Map<String, Value>, at: &mut Emitter, out: &mut Vec<Line>) -> 
     Ok(())
 }
 
-fn emit_list(items: &[Value], at: &mut Emitter, out: &mut Vec<Line>) -> Result<(), serde_yaml::Error> {
+fn emit_list(
+    items: &[Value],
+    at: &mut Emitter,
+    out: &mut Vec<Line>,
+) -> Result<(), serde_yaml::Error> {
     let element_key = element_key(items);
     for (index, item) in items.iter().enumerate() {
         let lead = at.lead();
-        let identity = at.identity.child(element_identity(items, index, element_key));
+        let identity = at
+            .identity
+            .child(element_identity(items, index, element_key));
         let concrete = at.concrete.child(Segment::Index(index));
         let mut child = Emitter {
             indent: at.indent + 2,
@@ -320,7 +339,12 @@ mod tests {
     fn each_line_belongs_to_the_last_change_of_its_field() {
         let two = json!([{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1", "args": ["-x", "-y"]}]);
         let events = vec![
-            event(Operation::Create, Some(deployment(1, two, json!({"app": "web"}))), None, "alice"),
+            event(
+                Operation::Create,
+                Some(deployment(1, two, json!({"app": "web"}))),
+                None,
+                "alice",
+            ),
             scale_event(4, "hpa"),
             // bob removes container a and the first arg of b; b's other lines stay alice's.
             event(
@@ -346,8 +370,15 @@ mod tests {
         ];
         let timeline = Timeline::build(ObjectRef::default(), events, 0);
         let answer = blame(&timeline).unwrap();
-        let text: String = answer.lines.iter().map(|l| format!("{}\n", l.line)).collect();
-        assert_eq!(text, serde_yaml::to_string(&timeline.versions[3].object).unwrap());
+        let text: String = answer
+            .lines
+            .iter()
+            .map(|l| format!("{}\n", l.line))
+            .collect();
+        assert_eq!(
+            text,
+            serde_yaml::to_string(&timeline.versions[3].object).unwrap()
+        );
         assert_eq!(
             owners(&answer),
             [
@@ -370,7 +401,11 @@ mod tests {
                 ("name: b".to_owned(), "alice"),
             ]
         );
-        let image = answer.lines.iter().find(|l| l.line.contains("image")).unwrap();
+        let image = answer
+            .lines
+            .iter()
+            .find(|l| l.line.contains("image"))
+            .unwrap();
         assert_eq!(image.path, "spec.template.spec.containers[0].image");
         assert_eq!(image.version, 4);
     }

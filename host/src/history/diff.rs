@@ -23,7 +23,11 @@ pub fn diff(
 ) -> Result<Diff, Error> {
     let to_index = match to {
         Some(number) => timeline.position(number)?,
-        None => timeline.versions.len().checked_sub(1).ok_or(Error::NoVersions)?,
+        None => timeline
+            .versions
+            .len()
+            .checked_sub(1)
+            .ok_or(Error::NoVersions)?,
     };
     let from_index = match from {
         Some(number) => timeline.position(number)?,
@@ -39,8 +43,12 @@ pub fn diff(
         ),
         Some(path) => {
             let (a_field, b_field) = (path.resolve(&a.object), path.resolve(&b.object));
-            let a_text = a_field.as_ref().map_or(Ok(String::new()), |(_, v)| yaml(v, a))?;
-            let b_text = b_field.as_ref().map_or(Ok(String::new()), |(_, v)| yaml(v, b))?;
+            let a_text = a_field
+                .as_ref()
+                .map_or(Ok(String::new()), |(_, v)| yaml(v, a))?;
+            let b_text = b_field
+                .as_ref()
+                .map_or(Ok(String::new()), |(_, v)| yaml(v, b))?;
             (field_patch(a_field, b_field)?, a_text, b_text)
         }
     };
@@ -69,7 +77,8 @@ pub fn diff(
 fn field_patch(a: Option<(String, &Value)>, b: Option<(String, &Value)>) -> Result<Value, Error> {
     let operations = match (a, b) {
         (Some((a_pointer, a_value)), Some((b_pointer, b_value))) if a_pointer == b_pointer => {
-            let mut operations = serde_json::to_value(json_patch::diff(a_value, b_value)).map_err(Error::Json)?;
+            let mut operations =
+                serde_json::to_value(json_patch::diff(a_value, b_value)).map_err(Error::Json)?;
             for operation in operations.as_array_mut().into_iter().flatten() {
                 if let Some(Value::String(pointer)) = operation.get_mut("path") {
                     pointer.insert_str(0, &a_pointer);
@@ -82,7 +91,9 @@ fn field_patch(a: Option<(String, &Value)>, b: Option<(String, &Value)>) -> Resu
             json!({"op": "add", "path": b_pointer, "value": b_value}),
         ],
         (Some((a_pointer, _)), None) => vec![json!({"op": "remove", "path": a_pointer})],
-        (None, Some((b_pointer, b_value))) => vec![json!({"op": "add", "path": b_pointer, "value": b_value})],
+        (None, Some((b_pointer, b_value))) => {
+            vec![json!({"op": "add", "path": b_pointer, "value": b_value})]
+        }
         (None, None) => Vec::new(),
     };
     Ok(Value::Array(operations))
@@ -119,7 +130,12 @@ mod tests {
         let events = vec![
             event(Operation::Create, Some(pod("nginx:1", None)), None, "alice"),
             event(Operation::Update, Some(pod("nginx:2", None)), None, "bob"),
-            event(Operation::Update, Some(pod("nginx:2", Some("tier"))), None, "carol"),
+            event(
+                Operation::Update,
+                Some(pod("nginx:2", Some("tier"))),
+                None,
+                "carol",
+            ),
         ]
         .into_iter()
         .map(|mut event| {
@@ -134,9 +150,20 @@ mod tests {
     fn defaults_to_the_last_change() {
         let answer = diff(&timeline(), None, None, None).unwrap();
         assert_eq!((answer.from.version, answer.to.version), (2, 3));
-        assert_eq!(answer.patch, json!([{"op": "add", "path": "/metadata/labels/tier", "value": "yes"}]));
-        assert!(answer.unified.starts_with("--- v2\n+++ v3\n"), "{}", answer.unified);
-        assert!(answer.unified.contains("\n+    tier: yes\n"), "{}", answer.unified);
+        assert_eq!(
+            answer.patch,
+            json!([{"op": "add", "path": "/metadata/labels/tier", "value": "yes"}])
+        );
+        assert!(
+            answer.unified.starts_with("--- v2\n+++ v3\n"),
+            "{}",
+            answer.unified
+        );
+        assert!(
+            answer.unified.contains("\n+    tier: yes\n"),
+            "{}",
+            answer.unified
+        );
     }
 
     #[test]
@@ -157,14 +184,20 @@ mod tests {
             answer.patch,
             json!([{"op": "replace", "path": "/spec/containers/1/image", "value": "nginx:2"}])
         );
-        assert_eq!(answer.path.as_deref(), Some("spec.containers[name=web].image"));
+        assert_eq!(
+            answer.path.as_deref(),
+            Some("spec.containers[name=web].image")
+        );
         assert_eq!(
             answer.unified,
             "--- v1 spec.containers[name=web].image\n+++ v3 spec.containers[name=web].image\n@@ -1 +1 @@\n-nginx:1\n+nginx:2\n"
         );
         let label = FieldPath::parse("/metadata/labels/tier").unwrap();
         let added = diff(&timeline(), Some(1), Some(3), Some(&label)).unwrap();
-        assert_eq!(added.patch, json!([{"op": "add", "path": "/metadata/labels/tier", "value": "yes"}]));
+        assert_eq!(
+            added.patch,
+            json!([{"op": "add", "path": "/metadata/labels/tier", "value": "yes"}])
+        );
     }
 
     #[test]
@@ -176,6 +209,9 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_errors() {
-        assert!(matches!(diff(&timeline(), Some(9), None, None), Err(Error::NoSuchVersion { version: 9, .. })));
+        assert!(matches!(
+            diff(&timeline(), Some(9), None, None),
+            Err(Error::NoSuchVersion { version: 9, .. })
+        ));
     }
 }

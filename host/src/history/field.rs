@@ -74,10 +74,18 @@ fn matches(value: &Value, wanted_text: &str, wanted: &Value) -> bool {
 }
 
 /// `GET …/bisect?path=&value=`: the oldest version at which the field has the value.
-pub fn bisect(timeline: &Timeline, path: &FieldPath, wanted_text: &str) -> Result<BisectAnswer, Error> {
-    let wanted: Value = serde_json::from_str(wanted_text).unwrap_or_else(|_| Value::String(wanted_text.to_owned()));
+pub fn bisect(
+    timeline: &Timeline,
+    path: &FieldPath,
+    wanted_text: &str,
+) -> Result<BisectAnswer, Error> {
+    let wanted: Value =
+        serde_json::from_str(wanted_text).unwrap_or_else(|_| Value::String(wanted_text.to_owned()));
     transitions(timeline, path)
-        .find(|(_, _, now)| now.as_ref().is_some_and(|v| matches(v, wanted_text, &wanted)))
+        .find(|(_, _, now)| {
+            now.as_ref()
+                .is_some_and(|v| matches(v, wanted_text, &wanted))
+        })
         .map(|(version, previous, _)| BisectAnswer {
             object: timeline.object.clone(),
             path: path.to_string(),
@@ -113,12 +121,32 @@ mod tests {
 
     fn timeline() -> Timeline {
         let events = vec![
-            event(Operation::Create, Some(deployment("u1", 1, None)), None, "alice"),
-            event(Operation::Update, Some(deployment("u1", 1, Some("3"))), None, "bob"),
+            event(
+                Operation::Create,
+                Some(deployment("u1", 1, None)),
+                None,
+                "alice",
+            ),
+            event(
+                Operation::Update,
+                Some(deployment("u1", 1, Some("3"))),
+                None,
+                "bob",
+            ),
             scale_event(3, "hpa"),
             scale_event(0, "mallory"),
-            event(Operation::Delete, None, Some(deployment("u1", 0, Some("3"))), "carol"),
-            event(Operation::Create, Some(deployment("u2", 2, None)), None, "dave"),
+            event(
+                Operation::Delete,
+                None,
+                Some(deployment("u1", 0, Some("3"))),
+                "carol",
+            ),
+            event(
+                Operation::Create,
+                Some(deployment("u2", 2, None)),
+                None,
+                "dave",
+            ),
         ];
         Timeline::build(ObjectRef::default(), events, 0)
     }
@@ -130,7 +158,14 @@ mod tests {
         let changes: Vec<(u64, &str, Option<Value>, Option<Value>)> = answer
             .items
             .iter()
-            .map(|c| (c.version, c.user.username.as_str(), c.old.clone(), c.new.clone()))
+            .map(|c| {
+                (
+                    c.version,
+                    c.user.username.as_str(),
+                    c.old.clone(),
+                    c.new.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             changes,

@@ -52,7 +52,12 @@ pub(crate) mod testing {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1_700_000_000_000_000);
 
     /// An event on `apps/Deployment default/web` by `user`.
-    pub fn event(operation: Operation, object: Option<Value>, old_object: Option<Value>, user: &str) -> Event {
+    pub fn event(
+        operation: Operation,
+        object: Option<Value>,
+        old_object: Option<Value>,
+        user: &str,
+    ) -> Event {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let object_uid = object
             .as_ref()
@@ -61,7 +66,9 @@ pub(crate) mod testing {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let patch = match (&operation, &object) {
-            (Operation::Create, Some(object)) => json!([{"op": "add", "path": "", "value": object}]),
+            (Operation::Create, Some(object)) => {
+                json!([{"op": "add", "path": "", "value": object}])
+            }
             _ => json!([]),
         };
         Event {
@@ -95,12 +102,24 @@ pub(crate) mod testing {
     /// A `deployments/scale` UPDATE to `replicas` (an autoscaling/v1 Scale, as stored).
     pub fn scale_event(replicas: u64, user: &str) -> Event {
         let scale = |r: u64| {
-            let spec = if r == 0 { json!({}) } else { json!({"replicas": r}) };
+            let spec = if r == 0 {
+                json!({})
+            } else {
+                json!({"replicas": r})
+            };
             json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": "web"}, "spec": spec})
         };
-        let mut event = event(Operation::Update, Some(scale(replicas)), Some(scale(1)), user);
+        let mut event = event(
+            Operation::Update,
+            Some(scale(replicas)),
+            Some(scale(1)),
+            user,
+        );
         event.resource.subresource = "scale".into();
         event.patch = json!([{"op": "replace", "path": "/spec/replicas", "value": replicas}]);
         event
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -99,9 +99,9 @@ impl FieldPath {
 
     /// The value at this path in `object`, if the field exists.
     pub fn lookup<'a>(&self, object: &'a Value) -> Option<&'a Value> {
-        self.segments
-            .iter()
-            .try_fold(object, |value, segment| step(value, segment).map(|(_, v)| v))
+        self.segments.iter().try_fold(object, |value, segment| {
+            step(value, segment).map(|(_, v)| v)
+        })
     }
 
     /// The concrete JSON pointer of this path in `object` (list selectors resolved to
@@ -146,7 +146,13 @@ fn step<'a>(value: &'a Value, segment: &Segment) -> Option<(String, &'a Value)> 
         (Segment::Index(index), Value::Array(items)) => {
             items.get(*index).map(|v| (index.to_string(), v))
         }
-        (Segment::Match { field, value: wanted }, Value::Array(items)) => items
+        (
+            Segment::Match {
+                field,
+                value: wanted,
+            },
+            Value::Array(items),
+        ) => items
             .iter()
             .enumerate()
             .find(|(_, item)| item.get(field).and_then(scalar_text).as_ref() == Some(wanted))
@@ -185,7 +191,9 @@ fn parse_bracket(inner: &str) -> Result<(Segment, &str), &'static str> {
     let end = inner.find(['=', ']']).ok_or("unclosed `[`")?;
     let head = &inner[..end];
     if inner[end..].starts_with(']') {
-        let index = head.parse().map_err(|_| "expected a list index, `\"key\"` or `field=value` in `[...]`")?;
+        let index = head
+            .parse()
+            .map_err(|_| "expected a list index, `\"key\"` or `field=value` in `[...]`")?;
         return Ok((Segment::Index(index), &inner[end + 1..]));
     }
     if head.is_empty() {
@@ -265,7 +273,9 @@ pub fn dotted(pointer: &str) -> String {
                 .segments
                 .into_iter()
                 .map(|segment| match segment {
-                    Segment::Key(key) if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) => {
+                    Segment::Key(key)
+                        if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) =>
+                    {
                         key.parse().map_or(Segment::Key(key), Segment::Index)
                     }
                     other => other,
@@ -355,15 +365,32 @@ mod tests {
         let pointer = FieldPath::parse("/spec/containers/0/name").unwrap();
         assert_eq!(pointer.lookup(&object), Some(&json!("sidecar")));
         let item = FieldPath::parse(r#"spec.containers[1].args[="-b"]"#).unwrap();
-        assert_eq!(item.resolve(&object).map(|(p, _)| p), Some("/spec/containers/1/args/1".to_owned()));
-        assert_eq!(FieldPath::parse("spec.missing").unwrap().lookup(&object), None);
-        assert_eq!(FieldPath::parse("spec.containers[9]").unwrap().lookup(&object), None);
+        assert_eq!(
+            item.resolve(&object).map(|(p, _)| p),
+            Some("/spec/containers/1/args/1".to_owned())
+        );
+        assert_eq!(
+            FieldPath::parse("spec.missing").unwrap().lookup(&object),
+            None
+        );
+        assert_eq!(
+            FieldPath::parse("spec.containers[9]")
+                .unwrap()
+                .lookup(&object),
+            None
+        );
     }
 
     #[test]
     fn dotted_shows_pointer_indices_as_brackets() {
-        assert_eq!(dotted("/spec/containers/0/image"), "spec.containers[0].image");
-        assert_eq!(dotted("/metadata/labels/app.kubernetes.io~1name"), r#"metadata.labels["app.kubernetes.io/name"]"#);
+        assert_eq!(
+            dotted("/spec/containers/0/image"),
+            "spec.containers[0].image"
+        );
+        assert_eq!(
+            dotted("/metadata/labels/app.kubernetes.io~1name"),
+            r#"metadata.labels["app.kubernetes.io/name"]"#
+        );
         assert_eq!(dotted(""), "");
     }
 }

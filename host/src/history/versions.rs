@@ -50,7 +50,12 @@ impl Timeline {
         let mut generation = 0;
         for (position, event) in (1..).zip(events) {
             let number = trimmed_events + position;
-            if event.dry_run || !matches!(event.operation, Operation::Create | Operation::Update | Operation::Delete) {
+            if event.dry_run
+                || !matches!(
+                    event.operation,
+                    Operation::Create | Operation::Update | Operation::Delete
+                )
+            {
                 continue;
             }
             let previous = versions.last();
@@ -71,7 +76,13 @@ impl Timeline {
                 .clone()
                 .or_else(|| base.and_then(|b| b.summary.object_uid.clone()));
             let changed_paths = base.map_or_else(Vec::new, |b| changed_paths(&b.object, &state));
-            let summary = summarize(&event.operation, deleted, base.is_some(), number == 1, &changed_paths);
+            let summary = summarize(
+                &event.operation,
+                deleted,
+                base.is_some(),
+                number == 1,
+                &changed_paths,
+            );
             versions.push(Version {
                 summary: VersionSummary {
                     version: number,
@@ -126,8 +137,12 @@ impl Timeline {
 
     /// The versions of one generation, oldest first.
     pub fn generation(&self, generation: u32) -> &[Version] {
-        let start = self.versions.partition_point(|v| v.summary.generation < generation);
-        let end = self.versions.partition_point(|v| v.summary.generation <= generation);
+        let start = self
+            .versions
+            .partition_point(|v| v.summary.generation < generation);
+        let end = self
+            .versions
+            .partition_point(|v| v.summary.generation <= generation);
         &self.versions[start..end]
     }
 
@@ -168,7 +183,9 @@ impl Timeline {
 
     fn range_text(&self) -> String {
         match (self.versions.first(), self.versions.last()) {
-            (Some(first), Some(last)) => format!("{}..{}", first.summary.version, last.summary.version),
+            (Some(first), Some(last)) => {
+                format!("{}..{}", first.summary.version, last.summary.version)
+            }
             _ => "none".to_owned(),
         }
     }
@@ -179,7 +196,11 @@ impl Timeline {
 /// before it, an UPDATE with neither object nor previous version).
 fn rebuild(event: &Event, previous: Option<&Value>) -> Option<(Value, bool)> {
     if event.operation == Operation::Delete {
-        let state = event.old_object.as_ref().map(noise::strip).or_else(|| previous.cloned())?;
+        let state = event
+            .old_object
+            .as_ref()
+            .map(noise::strip)
+            .or_else(|| previous.cloned())?;
         return Some((state, true));
     }
     if event.resource.subresource == "scale" {
@@ -200,7 +221,9 @@ fn rebuild(event: &Event, previous: Option<&Value>) -> Option<(Value, bool)> {
         return Some((state, false));
     }
     match &event.object {
-        Some(object) if is_state_of(object, &event.resource.kind) => Some((noise::strip(object), false)),
+        Some(object) if is_state_of(object, &event.resource.kind) => {
+            Some((noise::strip(object), false))
+        }
         Some(_) => None,
         None => {
             let mut state = previous?.clone();
@@ -253,10 +276,19 @@ fn summarize(
     if changed_paths.is_empty() {
         return "no change (noise only)".to_owned();
     }
-    let shown = changed_paths.iter().take(SUMMARY_PATHS).map(|p| p.as_str()).collect::<Vec<_>>().join(", ");
+    let shown = changed_paths
+        .iter()
+        .take(SUMMARY_PATHS)
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     if changed_paths.len() > SUMMARY_PATHS {
         let more = changed_paths.len() - SUMMARY_PATHS;
-        let plus = if changed_paths.len() == MAX_CHANGED_PATHS { "+" } else { "" };
+        let plus = if changed_paths.len() == MAX_CHANGED_PATHS {
+            "+"
+        } else {
+            ""
+        };
         format!("{shown} and {more}{plus} more")
     } else {
         shown
@@ -282,25 +314,55 @@ mod tests {
     #[test]
     fn numbers_versions_from_the_trimmed_count_and_skips_connects() {
         let events = vec![
-            event(Operation::Update, Some(deployment("u1", 1, "nginx:1")), None, "alice"),
+            event(
+                Operation::Update,
+                Some(deployment("u1", 1, "nginx:1")),
+                None,
+                "alice",
+            ),
             event(Operation::Connect, None, None, "bob"),
-            event(Operation::Update, Some(deployment("u1", 2, "nginx:1")), None, "carol"),
+            event(
+                Operation::Update,
+                Some(deployment("u1", 2, "nginx:1")),
+                None,
+                "carol",
+            ),
         ];
         let timeline = Timeline::build(ObjectRef::default(), events, 4);
-        let numbers: Vec<u64> = timeline.versions.iter().map(|v| v.summary.version).collect();
+        let numbers: Vec<u64> = timeline
+            .versions
+            .iter()
+            .map(|v| v.summary.version)
+            .collect();
         assert_eq!(numbers, [5, 7]);
         assert_eq!(timeline.first_version(), 5);
         assert_eq!(timeline.versions[0].object.get("status"), None);
-        assert_eq!(timeline.versions[0].object.pointer("/metadata/resourceVersion"), None);
+        assert_eq!(
+            timeline.versions[0]
+                .object
+                .pointer("/metadata/resourceVersion"),
+            None
+        );
         assert!(timeline.versions[0].summary.summary.contains("retention"));
-        assert_eq!(timeline.versions[1].summary.changed_paths, ["spec.replicas"]);
-        assert!(matches!(timeline.get(6), Err(Error::NoSuchVersion { version: 6, .. })));
+        assert_eq!(
+            timeline.versions[1].summary.changed_paths,
+            ["spec.replicas"]
+        );
+        assert!(matches!(
+            timeline.get(6),
+            Err(Error::NoSuchVersion { version: 6, .. })
+        ));
     }
 
     #[test]
     fn scale_events_change_replicas_of_the_previous_version() {
         let events = vec![
-            event(Operation::Create, Some(deployment("u1", 1, "nginx:1")), None, "alice"),
+            event(
+                Operation::Create,
+                Some(deployment("u1", 1, "nginx:1")),
+                None,
+                "alice",
+            ),
             scale_event(3, "hpa"),
             scale_event(0, "bob"),
         ];
@@ -328,17 +390,39 @@ mod tests {
         let events = vec![
             event(Operation::Create, Some(old.clone()), None, "alice"),
             event(Operation::Delete, None, Some(old), "bob"),
-            event(Operation::Create, Some(deployment("u2", 5, "nginx:2")), None, "carol"),
-            event(Operation::Update, Some(deployment("u2", 6, "nginx:2")), None, "dave"),
+            event(
+                Operation::Create,
+                Some(deployment("u2", 5, "nginx:2")),
+                None,
+                "carol",
+            ),
+            event(
+                Operation::Update,
+                Some(deployment("u2", 6, "nginx:2")),
+                None,
+                "dave",
+            ),
         ];
         let timeline = Timeline::build(ObjectRef::default(), events, 0);
         let list = timeline.list();
         assert_eq!(list.generations.len(), 2);
         assert_eq!(list.generations[0].object_uid.as_deref(), Some("u1"));
         assert!(list.generations[0].deleted);
-        assert_eq!((list.generations[0].first_version, list.generations[0].last_version), (1, 2));
+        assert_eq!(
+            (
+                list.generations[0].first_version,
+                list.generations[0].last_version
+            ),
+            (1, 2)
+        );
         assert_eq!(list.generations[1].object_uid.as_deref(), Some("u2"));
-        assert_eq!((list.generations[1].first_version, list.generations[1].last_version), (3, 4));
+        assert_eq!(
+            (
+                list.generations[1].first_version,
+                list.generations[1].last_version
+            ),
+            (3, 4)
+        );
         assert_eq!(list.items[1].summary, "deleted");
         assert_eq!(list.items[2].summary, "created");
         assert_eq!(list.items[2].changed_paths, Vec::<String>::new());
@@ -351,9 +435,20 @@ mod tests {
     fn an_update_without_object_is_rebuilt_from_its_patch() {
         let mut lost = event(Operation::Update, None, None, "bob");
         lost.patch = json!([{"op": "replace", "path": "/spec/replicas", "value": 7}]);
-        let events = vec![event(Operation::Create, Some(deployment("u1", 1, "nginx:1")), None, "alice"), lost];
+        let events = vec![
+            event(
+                Operation::Create,
+                Some(deployment("u1", 1, "nginx:1")),
+                None,
+                "alice",
+            ),
+            lost,
+        ];
         let timeline = Timeline::build(ObjectRef::default(), events, 0);
-        assert_eq!(timeline.versions[1].object.pointer("/spec/replicas"), Some(&json!(7)));
+        assert_eq!(
+            timeline.versions[1].object.pointer("/spec/replicas"),
+            Some(&json!(7))
+        );
     }
 
     #[test]
@@ -365,7 +460,15 @@ mod tests {
             "bob",
         );
         eviction.resource.subresource = "eviction".into();
-        let events = vec![event(Operation::Create, Some(deployment("u1", 1, "nginx:1")), None, "alice"), eviction];
+        let events = vec![
+            event(
+                Operation::Create,
+                Some(deployment("u1", 1, "nginx:1")),
+                None,
+                "alice",
+            ),
+            eviction,
+        ];
         let timeline = Timeline::build(ObjectRef::default(), events, 0);
         assert_eq!(timeline.versions.len(), 1);
         assert_eq!(timeline.list().generations.len(), 1);
@@ -374,7 +477,13 @@ mod tests {
     #[test]
     fn summary_names_a_few_paths_then_counts() {
         let paths: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
-        assert_eq!(summarize(&Operation::Update, false, true, false, &paths), "p0, p1, p2 and 2 more");
-        assert_eq!(summarize(&Operation::Update, false, true, false, &[]), "no change (noise only)");
+        assert_eq!(
+            summarize(&Operation::Update, false, true, false, &paths),
+            "p0, p1, p2 and 2 more"
+        );
+        assert_eq!(
+            summarize(&Operation::Update, false, true, false, &[]),
+            "no change (noise only)"
+        );
     }
 }

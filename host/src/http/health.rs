@@ -14,6 +14,9 @@ pub async fn livez() -> &'static str {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if !state.store.is_open() {
+        return Err(ApiError::Unavailable("the store is not accepting writes".into()));
+    }
     if !state.plugins.is_ready() {
         return Err(ApiError::Unavailable("the first plugin set is not loaded yet".into()));
     }

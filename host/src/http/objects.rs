@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use axum::extract::{Path, RawQuery, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use logistis_api::{BisectAnswer, Blame, Diff, FieldHistory, ObjectRef, VersionDetail, VersionList};
+use logistis_api::{
+    BisectAnswer, Blame, Diff, FieldHistory, ObjectRef, VersionDetail, VersionList,
+};
 use serde::Deserialize;
 
 use super::AppState;
@@ -44,9 +46,17 @@ struct ObjectPath {
 impl ObjectPath {
     fn object_ref(&self) -> ObjectRef {
         ObjectRef {
-            group: if self.group == "core" { String::new() } else { self.group.clone() },
+            group: if self.group == "core" {
+                String::new()
+            } else {
+                self.group.clone()
+            },
             kind: self.kind.clone(),
-            namespace: if self.namespace == "_" { String::new() } else { self.namespace.clone() },
+            namespace: if self.namespace == "_" {
+                String::new()
+            } else {
+                self.namespace.clone()
+            },
             name: self.name.clone(),
         }
     }
@@ -115,7 +125,11 @@ fn describe(object: &ObjectRef) -> String {
 
 /// Read the object's events and answer with `answer`, off the async workers. An object with
 /// no stored event, and none removed by retention, is unknown: 404.
-async fn with_timeline<T, F>(state: &AppState, object: ObjectRef, answer: F) -> Result<Json<T>, ApiError>
+async fn with_timeline<T, F>(
+    state: &AppState,
+    object: ObjectRef,
+    answer: F,
+) -> Result<Json<T>, ApiError>
 where
     F: FnOnce(&Timeline) -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
@@ -153,7 +167,9 @@ fn parse_path(text: &str) -> Result<FieldPath, ApiError> {
 fn no_params(query: Option<&str>) -> Result<(), ApiError> {
     let params: HashMap<String, String> = parse_query(query)?;
     match params.keys().next() {
-        Some(name) => Err(ApiError::bad_request(format!("unknown query parameter {name:?}"))),
+        Some(name) => Err(ApiError::bad_request(format!(
+            "unknown query parameter {name:?}"
+        ))),
         None => Ok(()),
     }
 }
@@ -198,8 +214,12 @@ async fn diff(
 ) -> Result<Json<Diff>, ApiError> {
     let params: DiffParams = parse_query(query.as_deref())?;
     let non_empty = |value: Option<String>| value.filter(|v| !v.is_empty());
-    let from = non_empty(params.from).map(|t| parse_version("from", &t)).transpose()?;
-    let to = non_empty(params.to).map(|t| parse_version("to", &t)).transpose()?;
+    let from = non_empty(params.from)
+        .map(|t| parse_version("from", &t))
+        .transpose()?;
+    let to = non_empty(params.to)
+        .map(|t| parse_version("to", &t))
+        .transpose()?;
     let field = non_empty(params.path).map(|t| parse_path(&t)).transpose()?;
     with_timeline(&state, path.object_ref(), move |timeline| {
         Ok(history::diff::diff(timeline, from, to, field.as_ref())?)
@@ -239,5 +259,8 @@ async fn blame(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Blame>, ApiError> {
     no_params(query.as_deref())?;
-    with_timeline(&state, path.object_ref(), |timeline| Ok(history::blame::blame(timeline)?)).await
+    with_timeline(&state, path.object_ref(), |timeline| {
+        Ok(history::blame::blame(timeline)?)
+    })
+    .await
 }

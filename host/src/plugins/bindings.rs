@@ -159,6 +159,9 @@ impl WasiHttpHooks for AllowList {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if let Some(captured) = capturing() {
+            return Box::new(capture(request, captured));
+        }
         if !self.allows(request.uri()) {
             tracing::warn!(uri = %request.uri(), "plugin request to a host not on its allow-list refused");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
@@ -172,6 +175,48 @@ impl WasiHttpHooks for AllowList {
             }
         })
     }
+}
+
+/// `logistis plugin run`: sinks' requests are recorded (and answered 200) instead of
+/// sent. Process-wide, because it is a property of the command, not of a plugin.
+static CAPTURED: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+/// Turn request capture on or off (for `logistis plugin run`).
+pub fn capture_requests(enabled: bool) {
+    *CAPTURED.lock().unwrap_or_else(|e| e.into_inner()) = enabled.then(Vec::new);
+}
+
+/// The requests captured so far, as `METHOD URI`, headers, a blank line and the body.
+pub fn captured_requests() -> Vec<String> {
+    CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+}
+
+fn capturing() -> Option<()> {
+    CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|_| ())
+}
+
+async fn capture(request: http::Request<wasmtime_wasi_http::WasiBody>, (): ()) -> SendResult {
+    use http_body_util::BodyExt;
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let mut text = format!("{} {}\n", parts.method, parts.uri);
+    for (name, value) in &parts.headers {
+        text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+    }
+    text.push('\n');
+    text.push_str(&String::from_utf8_lossy(&body));
+    if let Some(captured) = CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        captured.push(text);
+    }
+    let empty = http_body_util::Empty::<bytes::Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let response = http::Response::builder()
+        .status(200)
+        .body(empty)
+        .map_err(|error| wasmtime_wasi_http::Error::InternalError(Some(error.to_string())))?;
+    let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
+    Ok((response, io))
 }
 
 /// The event as the guests see it. The objects are serialised here, once per event for

@@ -1,17 +1,52 @@
 //! WebAssembly plugins: capture predicates in the admission path, sinks on the durable log.
 //!
-//! SEAM (issue 5 replaces the internals, keeps these signatures): the webhook calls
-//! [`PluginHost::evaluate`] for every event it is about to store; `/readyz` asks
-//! [`PluginHost::is_ready`]; `/api/v1/plugins` returns [`PluginHost::status`]; `/metrics`
-//! includes what [`PluginHost::register_metrics`] registers. Until a plugin set is configured
-//! every event is captured.
+//! Plugins are components of the WIT package `logistis:plugin@0.1.0` (`wit/`), loaded from
+//! `--plugins-dir` (`plugins.yaml` plus `.wasm` files, typically a ConfigMap mount).
+//!
+//! - [`spec`]: `plugins.yaml` → validated [`spec::SetSpec`].
+//! - [`engine`]: the one wasmtime engine (pooling allocator, epoch clock, fuel, disk cache).
+//! - [`bindings`]: generated host bindings, per-instance state (no capabilities; HTTP only
+//!   to allow-listed hosts, for sinks), event conversion.
+//! - [`runtime`]: one loaded plugin — `InstancePre`, a pool of reused instances recycled
+//!   after any failure, per-call deadline, memory cap and fuel.
+//! - [`registry`]: load a whole set (all or nothing) and fingerprint the directory.
+//! - [`sinks`]: a thread per sink, from a persisted cursor, with retries and back-off.
+//! - [`metrics`], [`cli`] (`logistis plugin run|bench`).
+//!
+//! Data flow: [`PluginHost::start`] loads the first set synchronously (so a broken set
+//! fails startup with every problem listed) and starts a watcher thread; the watcher
+//! polls the directory, loads a changed set off the request path and swaps it in with one
+//! atomic pointer store, or keeps the active set and reports the errors. The webhook calls
+//! [`PluginHost::evaluate`], which reads the active set without locking.
+
+pub mod bindings;
+pub mod cli;
+pub mod engine;
+pub mod metrics;
+pub mod registry;
+pub mod runtime;
+pub mod sinks;
+pub mod spec;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use logistis_api::Event;
+use logistis_api::plugins::{OnError, PluginKind, PluginList, PluginStatus, ReloadStatus, SinkStatus};
 use prometheus_client::registry::Registry;
 
 use crate::store::Store;
+use registry::{Fingerprint, PluginSet};
+use runtime::{CallError, DisplayChain, Plugin};
+
+/// How often the plugins directory is checked for changes.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The verdict of the predicate chain on one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,47 +57,375 @@ pub enum Decision {
 }
 
 /// Plugin settings from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PluginSettings {
     /// Directory holding `plugins.yaml` and the `.wasm` files; `None` = no plugins.
     pub dir: Option<PathBuf>,
+    /// Where compiled components are cached (keyed by content hash); `None` = no disk
+    /// cache, every start compiles again.
+    pub cache_dir: Option<PathBuf>,
+    /// How often the directory is checked for changes.
+    pub reload_interval: Duration,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            dir: None,
+            cache_dir: None,
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+}
+
+/// What failed in the plugin host.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the WebAssembly engine")]
+    Engine {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot start a plugin thread")]
+    Thread {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("plugin {plugin:?} does not fit its world")]
+    Link {
+        plugin: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("plugin {plugin:?} failed to start")]
+    Instantiate {
+        plugin: String,
+        #[source]
+        source: CallError,
+    },
+    #[error("the plugin set in {dir} cannot be loaded:\n  {}", errors.join("\n  "))]
+    Load { dir: PathBuf, errors: Vec<String> },
+}
+
+/// Shared between the host handle, the watcher and the status.
+struct Shared {
+    store: Store,
+    engine: Option<wasmtime::Engine>,
+    active: ArcSwap<PluginSet>,
+    last_reload: Mutex<Option<ReloadStatus>>,
+    generation: AtomicU64,
+    metrics: metrics::Metrics,
+    sinks: Mutex<Vec<sinks::Worker>>,
+}
+
+impl Shared {
+    /// Swap in `set` and restart the sinks on it. Old sink workers finish their batch
+    /// (cursor saved) before the new ones start, so no batch is delivered twice by a
+    /// reload.
+    fn activate(&self, set: PluginSet) -> Result<(), Error> {
+        let set = Arc::new(set);
+        self.active.store(set.clone());
+        self.metrics.generation.set(set.generation as i64);
+        let mut workers = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        for worker in workers.drain(..) {
+            worker.stop();
+        }
+        for sink in &set.sinks {
+            let worker = sinks::Worker::start(sink.clone(), self.store.clone(), self.metrics.clone())
+                .map_err(|source| Error::Thread { source })?;
+            workers.push(worker);
+        }
+        Ok(())
+    }
+
+    fn record_reload(&self, started: Instant, errors: Vec<String>) {
+        let ok = errors.is_empty();
+        let result = if ok { "ok" } else { "error" };
+        self.metrics
+            .reloads
+            .get_or_create(&metrics::ReloadLabels { result })
+            .inc();
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadStatus {
+            time: Utc::now(),
+            ok,
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            errors,
+        });
+    }
 }
 
 /// The loaded plugin set, reloaded when its directory changes.
-#[derive(Debug)]
 pub struct PluginHost {
-    _store: Store,
+    shared: Arc<Shared>,
+    stop: Mutex<Option<Sender<()>>>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+    _clock: Option<engine::EpochClock>,
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("generation", &self.shared.generation.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 impl PluginHost {
-    /// Load the first plugin set and start the sinks and the reload watcher.
-    pub fn start(_settings: &PluginSettings, store: Store) -> anyhow::Result<PluginHost> {
-        Ok(PluginHost { _store: store })
+    /// Load the first plugin set and start the sinks and the reload watcher. Every
+    /// problem of a broken first set is in the error.
+    pub fn start(settings: &PluginSettings, store: Store) -> Result<PluginHost, Error> {
+        let Some(dir) = settings.dir.clone() else {
+            return Ok(PluginHost {
+                shared: Arc::new(Shared {
+                    store,
+                    engine: None,
+                    active: ArcSwap::from_pointee(PluginSet::default()),
+                    last_reload: Mutex::new(None),
+                    generation: AtomicU64::new(0),
+                    metrics: metrics::Metrics::default(),
+                    sinks: Mutex::new(Vec::new()),
+                }),
+                stop: Mutex::new(None),
+                watcher: Mutex::new(None),
+                _clock: None,
+            });
+        };
+        let engine = engine::build(settings.cache_dir.as_deref())?;
+        let clock = engine::EpochClock::start(&engine)?;
+        let shared = Arc::new(Shared {
+            store,
+            engine: Some(engine.clone()),
+            active: ArcSwap::from_pointee(PluginSet::default()),
+            last_reload: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            metrics: metrics::Metrics::default(),
+            sinks: Mutex::new(Vec::new()),
+        });
+
+        let fingerprint = Fingerprint::of(&dir);
+        let started = Instant::now();
+        let set = registry::load(&engine, &dir, &PluginSet::default(), 1).map_err(|errors| {
+            shared.record_reload(started, errors.clone());
+            Error::Load {
+                dir: dir.clone(),
+                errors,
+            }
+        })?;
+        log_set("plugin set loaded", &set, started);
+        shared.generation.store(1, Ordering::Relaxed);
+        shared.activate(set)?;
+        shared.record_reload(started, Vec::new());
+
+        let (stop, stopped) = crossbeam_channel::bounded(0);
+        let watcher = std::thread::Builder::new()
+            .name("plugin-reload".into())
+            .spawn({
+                let shared = shared.clone();
+                let interval = settings.reload_interval;
+                move || watch(&shared, &engine, &dir, fingerprint, interval, &stopped)
+            })
+            .map_err(|source| Error::Thread { source })?;
+        Ok(PluginHost {
+            shared,
+            stop: Mutex::new(Some(stop)),
+            watcher: Mutex::new(Some(watcher)),
+            _clock: Some(clock),
+        })
     }
 
-    /// Whether any predicate is loaded (the webhook skips the blocking hop when none is).
+    /// Whether any predicate is configured (else the webhook need not leave its thread).
     pub fn has_predicates(&self) -> bool {
-        false
+        !self.shared.active.load().predicates.is_empty()
     }
 
-    /// Run the predicate chain (blocking; call it off the async worker threads).
-    pub fn evaluate(&self, _event: &Event) -> Decision {
+    /// Run the predicate chain (blocking; call it off the async worker threads). Predicates
+    /// run in order and the first `skip` wins; a failing predicate counts as its
+    /// `on-error` verdict. Never fails: the webhook always answers.
+    pub fn evaluate(&self, event: &Event) -> Decision {
+        let set = self.shared.active.load();
+        if set.predicates.is_empty() {
+            return Decision::Capture;
+        }
+        let metrics = &self.shared.metrics;
+        let wit_event = bindings::to_wit(event, None);
+        for plugin in &set.predicates {
+            let name = plugin.spec.name.as_str();
+            let started = Instant::now();
+            let outcome = runtime::evaluate(plugin, &wit_event);
+            metrics
+                .call_seconds
+                .get_or_create(&metrics::Metrics::plugin(name))
+                .observe(started.elapsed().as_secs_f64());
+            let skip = match outcome {
+                Ok(verdict) => verdict == bindings::Verdict::Skip,
+                Err(error) => {
+                    metrics
+                        .failures
+                        .get_or_create(&metrics::FailureLabels {
+                            plugin: name.to_owned(),
+                            reason: error.reason(),
+                        })
+                        .inc();
+                    tracing::warn!(
+                        plugin = name,
+                        reason = error.reason(),
+                        error = %DisplayChain(&error),
+                        on_error = ?plugin.spec.on_error,
+                        uid = event.uid,
+                        "predicate failed; applying its on-error verdict"
+                    );
+                    plugin.spec.on_error == OnError::Skip
+                }
+            };
+            let result = if skip { "skip" } else { "capture" };
+            metrics
+                .calls
+                .get_or_create(&metrics::ResultLabels {
+                    plugin: name.to_owned(),
+                    result,
+                })
+                .inc();
+            if skip {
+                return Decision::Skip {
+                    plugin: name.to_owned(),
+                };
+            }
+        }
         Decision::Capture
     }
 
-    /// The first plugin set has been loaded (an empty set counts).
+    /// The first plugin set has been loaded (an empty set counts). `start` loads it before
+    /// returning, so a started host is ready.
     pub fn is_ready(&self) -> bool {
-        true
+        self.shared.engine.is_none() || self.shared.generation.load(Ordering::Relaxed) > 0
     }
 
     /// Each plugin with its status, for `GET /api/v1/plugins`.
-    pub fn status(&self) -> serde_json::Value {
-        serde_json::json!({"items": []})
+    pub fn status(&self) -> PluginList {
+        let set = self.shared.active.load();
+        let last_id = self.shared.store.last_id();
+        let mut items: Vec<PluginStatus> = set.predicates.iter().map(|p| plugin_status(p, None)).collect();
+        for sink in &set.sinks {
+            let cursor = self.shared.store.cursor(&sinks::cursor_name(&sink.spec.name)).ok().flatten();
+            let sink_status = SinkStatus {
+                cursor: cursor.map(|c| c.to_string()),
+                lag_seconds: sinks::lag_seconds(last_id, cursor),
+                delivered: sink.counters.delivered.load(Ordering::Relaxed),
+            };
+            items.push(plugin_status(sink, Some(sink_status)));
+        }
+        PluginList {
+            generation: set.generation,
+            items,
+            last_reload: self.shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
     }
 
     /// Add the plugin metrics to `/metrics`.
-    pub fn register_metrics(&self, _registry: &mut Registry) {}
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.shared.metrics.register(registry);
+    }
 
-    /// Stop the sinks and the watcher (sinks keep their cursors).
-    pub fn shutdown(&self) {}
+    /// Stop the watcher and the sinks (sinks finish their batch and keep their cursors).
+    pub fn shutdown(&self) {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(watcher) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = watcher.join();
+        }
+        let workers = std::mem::take(&mut *self.shared.sinks.lock().unwrap_or_else(|e| e.into_inner()));
+        for worker in workers {
+            worker.stop();
+        }
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn plugin_status<W: runtime::World>(plugin: &Plugin<W>, sink: Option<SinkStatus>) -> PluginStatus {
+    let counters = &plugin.counters;
+    let error = counters.last_error();
+    let status = match (plugin.kind(), &error) {
+        (PluginKind::Sink, Some(_)) => "retrying",
+        _ => "active",
+    };
+    PluginStatus {
+        name: plugin.spec.name.clone(),
+        kind: plugin.kind(),
+        file: plugin.spec.file.clone(),
+        digest: plugin.digest.clone(),
+        status: status.into(),
+        error,
+        loaded_at: plugin.loaded_at,
+        load_ms: plugin.load_time.as_secs_f64() * 1e3,
+        on_error: plugin.spec.on_error,
+        deadline_ms: plugin.spec.deadline_ms,
+        memory_bytes: plugin.spec.memory_bytes,
+        fuel: plugin.spec.fuel,
+        allowed_hosts: plugin.spec.allowed_hosts.clone(),
+        calls: counters.calls.load(Ordering::Relaxed),
+        failures: counters.failures.load(Ordering::Relaxed),
+        traps: counters.traps.load(Ordering::Relaxed),
+        timeouts: counters.timeouts.load(Ordering::Relaxed),
+        sink,
+    }
+}
+
+fn log_set(message: &str, set: &PluginSet, started: Instant) {
+    let names = |plugins: Vec<&str>| plugins.join(",");
+    tracing::info!(
+        generation = set.generation,
+        predicates = names(set.predicates.iter().map(|p| p.spec.name.as_str()).collect()),
+        sinks = names(set.sinks.iter().map(|p| p.spec.name.as_str()).collect()),
+        millis = started.elapsed().as_secs_f64() * 1e3,
+        "{message}"
+    );
+}
+
+/// The reload loop: poll the fingerprint; on a change, load the new set beside the active
+/// one and swap it in, or keep the active one and report why. The request path never
+/// waits on any of this.
+fn watch(
+    shared: &Shared,
+    engine: &wasmtime::Engine,
+    dir: &std::path::Path,
+    mut seen: Fingerprint,
+    interval: Duration,
+    stopped: &Receiver<()>,
+) {
+    loop {
+        match stopped.recv_timeout(interval) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let now = Fingerprint::of(dir);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let started = Instant::now();
+        let generation = shared.generation.load(Ordering::Relaxed) + 1;
+        let active = shared.active.load_full();
+        match registry::load(engine, dir, &active, generation) {
+            Ok(set) => {
+                log_set("plugin set reloaded", &set, started);
+                shared.generation.store(generation, Ordering::Relaxed);
+                if let Err(error) = shared.activate(set) {
+                    tracing::error!(error = %DisplayChain(&error), "cannot start the sinks of the new plugin set");
+                }
+                shared.record_reload(started, Vec::new());
+            }
+            Err(errors) => {
+                tracing::error!(
+                    errors = errors.join("; "),
+                    generation = active.generation,
+                    "the new plugin set was refused; the active set stays"
+                );
+                shared.record_reload(started, errors);
+            }
+        }
+    }
 }

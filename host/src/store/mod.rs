@@ -223,6 +223,12 @@ impl Store {
         receiver.recv().map_err(|_| Error::Closed)?
     }
 
+    /// The writer thread is running: appends can succeed (for `/readyz`).
+    pub fn is_open(&self) -> bool {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads.first().is_some_and(|writer| !writer.is_finished())
+    }
+
     /// Bytes on disk (tables and journals).
     pub fn disk_space(&self) -> u64 {
         self.shared.db.disk_space().unwrap_or(0)
@@ -243,8 +249,9 @@ impl Store {
             .and_then(|key| keys::id_suffix(&key))
     }
 
-    /// Flush everything to disk and stop the background threads. Appends after this fail.
-    pub fn close(&self) {
+    /// Flush everything to disk and stop the background threads. Appends after this fail;
+    /// the directory is released when the last clone of the handle is dropped.
+    pub fn close(self) {
         let _ = self.writer.send(writer::Command::Shutdown);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for thread in threads {

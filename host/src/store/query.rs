@@ -185,7 +185,9 @@ impl Store {
         let mut summaries = Vec::new();
         for guard in ks.ns_stats.iter() {
             let (key, value) = guard.into_inner()?;
-            let namespace = String::from_utf8_lossy(&key).into_owned();
+            let Some(namespace) = keys::decode_fields(&key).and_then(|f| f.into_iter().next()) else {
+                continue;
+            };
             let latest = match ks.by_namespace.prefix(keys::prefix(&[&namespace])).next_back() {
                 Some(guard) => match keys::id_suffix(&guard.key()?) {
                     Some(id) => self.summary(id)?,

@@ -64,11 +64,7 @@ pub(crate) fn start(
         .transpose()?
         .and_then(|key| keys::id_suffix(&key))
         .map_or(0, |id| id.0);
-    let mut ns_counts = HashMap::new();
-    for guard in shared.ks.ns_stats.iter() {
-        let (key, value) = guard.into_inner()?;
-        ns_counts.insert(String::from_utf8_lossy(&key).into_owned(), read_u64(&value));
-    }
+    let ns_counts = load_counts(&shared)?;
     let (sender, receiver) = crossbeam_channel::unbounded();
     let mut writer = Writer {
         shared,
@@ -118,7 +114,19 @@ impl Writer {
                 }
             }
             if !appends.is_empty() {
-                self.append_group(appends);
+                // A bug in one group must not take the writer (and every later write) down:
+                // the group's requests see the writer error, the next group goes on.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.append_group(appends);
+                }));
+                if outcome.is_err() {
+                    tracing::error!("the store writer panicked on a group of events; they were not recorded");
+                    self.shared
+                        .stats
+                        .write_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.reload_counts();
+                }
             }
             if self.shared.settings.durability == Durability::Async {
                 self.background_flush(&mut last_flush);
@@ -175,7 +183,7 @@ impl Writer {
         for namespace in ns_touched {
             let count = self.ns_counts.entry(namespace.clone()).or_insert(0);
             *count += 1;
-            batch.insert(&ks.ns_stats, namespace.into_bytes(), count.to_le_bytes().to_vec());
+            batch.insert(&ks.ns_stats, ns_key(&namespace), count.to_le_bytes().to_vec());
         }
         let result = batch.commit().and_then(|()| match self.shared.settings.durability {
             Durability::Sync => self.shared.db.persist(PersistMode::SyncAll),
@@ -211,13 +219,7 @@ impl Writer {
     }
 
     fn reload_counts(&mut self) {
-        self.ns_counts.clear();
-        for guard in self.shared.ks.ns_stats.iter() {
-            if let Ok((key, value)) = guard.into_inner() {
-                self.ns_counts
-                    .insert(String::from_utf8_lossy(&key).into_owned(), read_u64(&value));
-            }
-        }
+        self.ns_counts = load_counts(&self.shared).unwrap_or_default();
     }
 
     /// Add one event to the batch, or report it as a duplicate.
@@ -299,9 +301,9 @@ impl Writer {
             *current = current.saturating_sub(count);
             if *current == 0 {
                 self.ns_counts.remove(&namespace);
-                batch.remove(&ks.ns_stats, namespace.into_bytes());
+                batch.remove(&ks.ns_stats, ns_key(&namespace));
             } else {
-                batch.insert(&ks.ns_stats, namespace.into_bytes(), current.to_le_bytes().to_vec());
+                batch.insert(&ks.ns_stats, ns_key(&namespace), current.to_le_bytes().to_vec());
             }
         }
         let result = batch.commit().map_err(Error::from);
@@ -324,6 +326,24 @@ impl Writer {
         self.shared.db.persist(PersistMode::SyncAll)?;
         Ok(())
     }
+}
+
+/// The `ns_stats` key of a namespace: encoded like index fields, so the cluster scope (`""`)
+/// is a valid, non-empty key.
+pub(crate) fn ns_key(namespace: &str) -> Vec<u8> {
+    keys::prefix(&[namespace])
+}
+
+/// Namespace → event count, from `ns_stats`.
+pub(crate) fn load_counts(shared: &Shared) -> Result<HashMap<String, u64>> {
+    let mut counts = HashMap::new();
+    for guard in shared.ks.ns_stats.iter() {
+        let (key, value) = guard.into_inner()?;
+        if let Some(namespace) = keys::decode_fields(&key).and_then(|f| f.into_iter().next()) {
+            counts.insert(namespace, read_u64(&value));
+        }
+    }
+    Ok(counts)
 }
 
 /// Every index entry of an event.

@@ -26,6 +26,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: &str = "30s";
 /// rejected query), 3 the Logistis server could not be reached or failed.
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-blame", bin_name = "kubectl blame", version)]
+// The last of a repeated flag wins, as in kubectl: aliases and wrappers can add defaults.
+#[command(args_override_self = true)]
 #[command(after_help = "Examples:\n  \
     kubectl blame                          # every namespace: latest change and count\n  \
     kubectl blame -n shop                  # latest changes in namespace shop\n  \
@@ -144,7 +146,12 @@ pub struct ConnectionArgs {
     pub server: Option<String>,
 
     /// With --server: a PEM file of the CA that signed the server's certificate.
-    #[arg(long, env = "LOGISTIS_CERTIFICATE_AUTHORITY", value_name = "FILE", requires = "server")]
+    #[arg(
+        long,
+        env = "LOGISTIS_CERTIFICATE_AUTHORITY",
+        value_name = "FILE",
+        requires = "server"
+    )]
     pub certificate_authority: Option<PathBuf>,
 
     /// With --server: do not check the server's certificate (insecure).
@@ -208,7 +215,10 @@ pub enum Target {
     /// No KIND: the overview, or the changes of a namespace.
     Cluster,
     Kind(String),
-    Object { kind: String, name: String },
+    Object {
+        kind: String,
+        name: String,
+    },
 }
 
 /// The positional arguments do not name a kind or an object.
@@ -267,7 +277,9 @@ impl FromStr for VersionRange {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let Some((from, to)) = text.split_once("..") else {
-            return Err(format!("expected A..B, A.. or ..B (version numbers), got {text:?}"));
+            return Err(format!(
+                "expected A..B, A.. or ..B (version numbers), got {text:?}"
+            ));
         };
         let number = |part: &str| -> Result<Option<u64>, String> {
             let part = part.trim().trim_start_matches(['v', 'V']);
@@ -355,7 +367,10 @@ mod tests {
     #[case("..5", None, Some(5))]
     #[case("..", None, None)]
     fn version_ranges(#[case] text: &str, #[case] from: Option<u64>, #[case] to: Option<u64>) {
-        assert_eq!(text.parse::<VersionRange>().unwrap(), VersionRange { from, to });
+        assert_eq!(
+            text.parse::<VersionRange>().unwrap(),
+            VersionRange { from, to }
+        );
     }
 
     #[rstest]
@@ -368,9 +383,21 @@ mod tests {
     #[test]
     fn bare_diff_flag_means_the_newest_change() {
         let cli = parse(&["deploy", "web", "--diff"]).unwrap();
-        assert_eq!(cli.history.diff, Some(VersionRange { from: None, to: None }));
+        assert_eq!(
+            cli.history.diff,
+            Some(VersionRange {
+                from: None,
+                to: None
+            })
+        );
         let cli = parse(&["deploy", "web", "--diff", "1..3", "--path", "spec.replicas"]).unwrap();
-        assert_eq!(cli.history.diff, Some(VersionRange { from: Some(1), to: Some(3) }));
+        assert_eq!(
+            cli.history.diff,
+            Some(VersionRange {
+                from: Some(1),
+                to: Some(3)
+            })
+        );
         assert_eq!(cli.path.as_deref(), Some("spec.replicas"));
     }
 
@@ -392,8 +419,23 @@ mod tests {
     #[test]
     fn kubectl_style_flags_parse() {
         let cli = parse(&[
-            "po", "-n", "shop", "--since", "2h", "--user", "alice", "--operation", "update",
-            "--limit", "5", "-o", "yaml", "--time", "full", "--color", "never",
+            "po",
+            "-n",
+            "shop",
+            "--since",
+            "2h",
+            "--user",
+            "alice",
+            "--operation",
+            "update",
+            "--limit",
+            "5",
+            "-o",
+            "yaml",
+            "--time",
+            "full",
+            "--color",
+            "never",
         ])
         .unwrap();
         assert_eq!(cli.namespace.as_deref(), Some("shop"));
@@ -410,7 +452,12 @@ mod tests {
     #[test]
     fn tls_flags_need_a_server() {
         assert!(parse(&["--insecure-skip-tls-verify"]).is_err());
-        let cli = parse(&["--server", "https://127.0.0.1:8443", "--insecure-skip-tls-verify"]).unwrap();
+        let cli = parse(&[
+            "--server",
+            "https://127.0.0.1:8443",
+            "--insecure-skip-tls-verify",
+        ])
+        .unwrap();
         assert!(cli.connection.insecure_skip_tls_verify);
         assert_eq!(cli.connection.request_timeout, Duration::from_secs(30));
     }

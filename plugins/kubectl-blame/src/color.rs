@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn painter_wraps_only_when_enabled() {
-        assert_eq!(Painter { enabled: true }.paint(Style::Added, "+a"), "\x1b[32m+a\x1b[0m");
+        assert_eq!(
+            Painter { enabled: true }.paint(Style::Added, "+a"),
+            "\x1b[32m+a\x1b[0m"
+        );
         assert_eq!(Painter { enabled: false }.paint(Style::Added, "+a"), "+a");
     }
 }

@@ -45,8 +45,18 @@ enum Question {
 pub async fn run(cli: Cli) -> Result<()> {
     let target = Target::parse(&cli.target)?;
     let question = question(&cli, &target)?;
-    let since = cli.filter.since.as_deref().map(time::check_bound).transpose()?;
-    let until = cli.filter.until.as_deref().map(time::check_bound).transpose()?;
+    let since = cli
+        .filter
+        .since
+        .as_deref()
+        .map(time::check_bound)
+        .transpose()?;
+    let until = cli
+        .filter
+        .until
+        .as_deref()
+        .map(time::check_bound)
+        .transpose()?;
 
     let terminal = std::io::stdout().is_terminal();
     let no_color = std::env::var("NO_COLOR").ok();
@@ -100,7 +110,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         )
     };
     events.namespace = namespace.as_ref().map(|ns| {
-        if ns.is_empty() { "_".to_owned() } else { ns.clone() }
+        if ns.is_empty() {
+            "_".to_owned()
+        } else {
+            ns.clone()
+        }
     });
     events.group = Some(if kind.group.is_empty() {
         "core".to_owned()
@@ -182,10 +196,15 @@ async fn resolve_kind(input: &str, connection: &Connection) -> Result<KindInfo, 
             discovery_error: connection.kube_error.clone(),
         },
     };
-    kinds::pass_through(&query).ok_or(UnknownKind {
+    let kind = kinds::pass_through(&query).ok_or(UnknownKind {
         input: input.to_owned(),
         sources,
-    })
+    })?;
+    note(&format!(
+        "{} is not served by the cluster; asking for its recorded history as written.",
+        kind.qualified()
+    ));
+    Ok(kind)
 }
 
 async fn overview(
@@ -227,13 +246,20 @@ async fn show_events(
             .into());
         }
         if matches!(output, None | Some(OutputFormat::Table)) {
-            note(&format!("No changes found{}.", place(query.namespace.as_deref())));
+            note(&format!(
+                "No changes found{}.",
+                place(query.namespace.as_deref())
+            ));
             return Ok(());
         }
     }
     match output.unwrap_or(OutputFormat::Table) {
         OutputFormat::Table => {
-            emit(&table::events(&list.items, query.namespace.is_none(), renderer))?;
+            emit(&table::events(
+                &list.items,
+                query.namespace.is_none(),
+                renderer,
+            ))?;
         }
         OutputFormat::Patch => emit(&change::patches(&list.items, renderer)?)?,
         OutputFormat::Diff => {
@@ -311,9 +337,12 @@ async fn ask_object(
         }
         Question::Diff => {
             only(&[Table, Diff, Patch, Json, Yaml], "--diff")?;
-            let range = cli.history.diff.unwrap_or(crate::cli::VersionRange { from: None, to: None });
-            let diff = query::diff(client, object, range.from, range.to, cli.path.as_deref())
-                .await?;
+            let range = cli.history.diff.unwrap_or(crate::cli::VersionRange {
+                from: None,
+                to: None,
+            });
+            let diff =
+                query::diff(client, object, range.from, range.to, cli.path.as_deref()).await?;
             if let Some(text) = structured(output, &diff)? {
                 return emit(&text);
             }
@@ -342,7 +371,11 @@ async fn ask_object(
         }
         Question::Bisect => {
             only(&[Table, Json, Yaml], "--bisect")?;
-            let spec = cli.history.bisect.clone().context("--bisect without a value")?;
+            let spec = cli
+                .history
+                .bisect
+                .clone()
+                .context("--bisect without a value")?;
             let answer = query::bisect(client, object, &spec.path, &spec.value).await?;
             if let Some(text) = structured(output, &answer)? {
                 return emit(&text);
@@ -405,7 +438,10 @@ fn display(object: &ObjectPath) -> String {
 }
 
 /// The answer as JSON or YAML when one of those was asked for.
-fn structured<T: serde::Serialize>(output: Option<OutputFormat>, value: &T) -> Result<Option<String>> {
+fn structured<T: serde::Serialize>(
+    output: Option<OutputFormat>,
+    value: &T,
+) -> Result<Option<String>> {
     Ok(match output {
         Some(OutputFormat::Json) => Some(render::json(value)?),
         Some(OutputFormat::Yaml) => Some(render::yaml(value)?),
@@ -416,7 +452,10 @@ fn structured<T: serde::Serialize>(output: Option<OutputFormat>, value: &T) -> R
 /// Writes to stdout. A closed pipe (`| head`) is not an error: the reader has what it wanted.
 fn emit(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("could not write to stdout"),
     }

@@ -29,7 +29,9 @@ pub async fn discover(client: &kube::Client) -> Result<Vec<KindInfo>, Error> {
         };
         let client = client.clone();
         tasks.spawn(async move {
-            let list = client.list_api_group_resources(&version.group_version).await;
+            let list = client
+                .list_api_group_resources(&version.group_version)
+                .await;
             (index, list)
         });
     }
@@ -92,7 +94,10 @@ mod tests {
         assert_eq!(kinds[0].group, "policies.kubewarden.io");
         assert_eq!(kinds[0].version, "v1");
         let found = resolve(&kinds, &KindQuery::parse("apg")).unwrap();
-        assert_eq!(found.qualified(), "AdmissionPolicyGroup.policies.kubewarden.io");
+        assert_eq!(
+            found.qualified(),
+            "AdmissionPolicyGroup.policies.kubewarden.io"
+        );
         assert!(found.namespaced);
     }
 

@@ -30,10 +30,19 @@ impl KindInfo {
     }
 }
 
+/// (group, version, kind, plural, short names, namespaced)
+type BuiltIn = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    bool,
+);
+
 /// Built-in kinds, in kubectl's priority order (core first): used when API discovery is not
 /// possible, and first in any case because these names never change meaning between clusters.
-/// (group, version, kind, plural, short names, namespaced)
-const BUILT_IN: &[(&str, &str, &str, &str, &[&str], bool)] = &[
+const BUILT_IN: &[BuiltIn] = &[
     ("", "v1", "Pod", "pods", &["po"], true),
     ("", "v1", "Service", "services", &["svc"], true),
     ("", "v1", "ConfigMap", "configmaps", &["cm"], true),
@@ -41,59 +50,250 @@ const BUILT_IN: &[(&str, &str, &str, &str, &[&str], bool)] = &[
     ("", "v1", "ServiceAccount", "serviceaccounts", &["sa"], true),
     ("", "v1", "Namespace", "namespaces", &["ns"], false),
     ("", "v1", "Node", "nodes", &["no"], false),
-    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"], true),
-    ("", "v1", "PersistentVolume", "persistentvolumes", &["pv"], false),
-    ("", "v1", "ReplicationController", "replicationcontrollers", &["rc"], true),
+    (
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        &["pvc"],
+        true,
+    ),
+    (
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        &["pv"],
+        false,
+    ),
+    (
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        &["rc"],
+        true,
+    ),
     ("", "v1", "Endpoints", "endpoints", &["ep"], true),
     ("", "v1", "Event", "events", &["ev"], true),
     ("", "v1", "LimitRange", "limitranges", &["limits"], true),
-    ("", "v1", "ResourceQuota", "resourcequotas", &["quota"], true),
+    (
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        &["quota"],
+        true,
+    ),
     ("", "v1", "PodTemplate", "podtemplates", &[], true),
     ("apps", "v1", "Deployment", "deployments", &["deploy"], true),
     ("apps", "v1", "StatefulSet", "statefulsets", &["sts"], true),
     ("apps", "v1", "DaemonSet", "daemonsets", &["ds"], true),
     ("apps", "v1", "ReplicaSet", "replicasets", &["rs"], true),
-    ("apps", "v1", "ControllerRevision", "controllerrevisions", &[], true),
+    (
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        &[],
+        true,
+    ),
     ("batch", "v1", "Job", "jobs", &[], true),
     ("batch", "v1", "CronJob", "cronjobs", &["cj"], true),
-    ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], true),
-    ("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"], true),
-    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses", &[], false),
-    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", &["netpol"], true),
-    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"], true),
-    ("rbac.authorization.k8s.io", "v1", "Role", "roles", &[], true),
-    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", &[], true),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", &[], false),
-    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", &[], false),
-    ("storage.k8s.io", "v1", "StorageClass", "storageclasses", &["sc"], false),
-    ("storage.k8s.io", "v1", "CSIDriver", "csidrivers", &[], false),
-    ("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", &[], false),
-    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", &["crd", "crds"], false),
-    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", &[], false),
-    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", &[], false),
-    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", &[], false),
-    ("admissionregistration.k8s.io", "v1", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", &[], false),
-    ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", &["pc"], false),
+    (
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        &["hpa"],
+        true,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        &["ing"],
+        true,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        &[],
+        false,
+    ),
+    (
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        &["netpol"],
+        true,
+    ),
+    (
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        &["pdb"],
+        true,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        &[],
+        true,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        &[],
+        true,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        &[],
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        &[],
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        &["sc"],
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "CSIDriver",
+        "csidrivers",
+        &[],
+        false,
+    ),
+    (
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        &[],
+        false,
+    ),
+    (
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        &["crd", "crds"],
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        &[],
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        &[],
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        &[],
+        false,
+    ),
+    (
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        &[],
+        false,
+    ),
+    (
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        &["pc"],
+        false,
+    ),
     ("coordination.k8s.io", "v1", "Lease", "leases", &[], true),
-    ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", &[], true),
-    ("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", &["csr"], false),
-    ("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", &[], false),
-    ("apiregistration.k8s.io", "v1", "APIService", "apiservices", &[], false),
+    (
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        &[],
+        true,
+    ),
+    (
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        &["csr"],
+        false,
+    ),
+    (
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        "runtimeclasses",
+        &[],
+        false,
+    ),
+    (
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        &[],
+        false,
+    ),
 ];
 
 /// The built-in table as [`KindInfo`]s, in priority order.
 pub fn built_in() -> Vec<KindInfo> {
     BUILT_IN
         .iter()
-        .map(|&(group, version, kind, plural, short, namespaced)| KindInfo {
-            group: group.to_owned(),
-            version: version.to_owned(),
-            kind: kind.to_owned(),
-            plural: plural.to_owned(),
-            singular: kind.to_ascii_lowercase(),
-            short_names: short.iter().map(|s| (*s).to_owned()).collect(),
-            namespaced,
-        })
+        .map(
+            |&(group, version, kind, plural, short, namespaced)| KindInfo {
+                group: group.to_owned(),
+                version: version.to_owned(),
+                kind: kind.to_owned(),
+                plural: plural.to_owned(),
+                singular: kind.to_ascii_lowercase(),
+                short_names: short.iter().map(|s| (*s).to_owned()).collect(),
+                namespaced,
+            },
+        )
         .collect()
 }
 
@@ -150,17 +350,22 @@ fn looks_like_version(text: &str) -> bool {
 pub fn resolve<'a>(kinds: &'a [KindInfo], query: &KindQuery) -> Option<&'a KindInfo> {
     let name = query.name.to_ascii_lowercase();
     let group_ok = |info: &KindInfo| {
-        query.group.as_ref().is_none_or(|g| g.eq_ignore_ascii_case(&info.group))
+        query
+            .group
+            .as_ref()
+            .is_none_or(|g| g.eq_ignore_ascii_case(&info.group))
             && query.version.as_ref().is_none_or(|v| *v == info.version)
     };
     let by_name = kinds.iter().find(|info| {
         group_ok(info)
-            && (info.plural == name || info.singular == name || info.kind.to_ascii_lowercase() == name)
+            && (info.plural == name
+                || info.singular == name
+                || info.kind.to_ascii_lowercase() == name)
     });
     by_name.or_else(|| {
         kinds
             .iter()
-            .find(|info| group_ok(info) && info.short_names.iter().any(|s| *s == name))
+            .find(|info| group_ok(info) && info.short_names.contains(&name))
     })
 }
 
@@ -198,7 +403,10 @@ impl fmt::Display for Sources {
             }
             Sources::BuiltInOnly {
                 discovery_error: Some(error),
-            } => write!(f, "the built-in table does not know it and API discovery failed: {error}"),
+            } => write!(
+                f,
+                "the built-in table does not know it and API discovery failed: {error}"
+            ),
             Sources::BuiltInOnly {
                 discovery_error: None,
             } => f.write_str("the built-in table does not know it (no cluster to ask)"),
@@ -250,7 +458,10 @@ mod tests {
     #[case("crds", "apiextensions.k8s.io", "CustomResourceDefinition")]
     #[case("ev", "", "Event")]
     fn built_in_names(#[case] input: &str, #[case] group: &str, #[case] kind: &str) {
-        assert_eq!(resolve_built_in(input), Some((group.to_owned(), kind.to_owned())));
+        assert_eq!(
+            resolve_built_in(input),
+            Some((group.to_owned(), kind.to_owned()))
+        );
     }
 
     #[rstest]
@@ -287,7 +498,10 @@ mod tests {
         assert_eq!(find("pods").as_deref(), Some("Pod"));
         assert_eq!(find("gd").as_deref(), Some("Gadget.example.com"));
         assert_eq!(find("deployment").as_deref(), Some("Deployment.apps"));
-        assert_eq!(find("deployment.example.com").as_deref(), Some("Deployment.example.com"));
+        assert_eq!(
+            find("deployment.example.com").as_deref(),
+            Some("Deployment.example.com")
+        );
     }
 
     #[test]
@@ -324,6 +538,9 @@ mod tests {
         };
         let text = error.to_string();
         assert!(text.contains("\"wigdet\""), "{text}");
-        assert!(text.contains("API discovery failed: connection refused"), "{text}");
+        assert!(
+            text.contains("API discovery failed: connection refused"),
+            "{text}"
+        );
     }
 }

@@ -30,7 +30,11 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    fn params(&self, page_size: usize, continue_token: Option<&str>) -> Vec<(&'static str, String)> {
+    fn params(
+        &self,
+        page_size: usize,
+        continue_token: Option<&str>,
+    ) -> Vec<(&'static str, String)> {
         let value = |v: &Option<String>| v.clone().unwrap_or_default();
         vec![
             ("namespace", value(&self.namespace)),
@@ -62,7 +66,11 @@ impl ObjectPath {
     /// `/objects/{group}/{kind}/{namespace}/{name}` with `core` and `_` for the empty parts.
     pub fn path(&self) -> String {
         let or = |value: &str, empty: &'static str| {
-            if value.is_empty() { empty.to_owned() } else { encode(value) }
+            if value.is_empty() {
+                empty.to_owned()
+            } else {
+                encode(value)
+            }
         };
         format!(
             "/objects/{}/{}/{}/{}",
@@ -109,7 +117,9 @@ pub async fn namespaces(client: &QueryClient) -> Result<NamespaceList, Error> {
 }
 
 pub async fn versions(client: &QueryClient, object: &ObjectPath) -> Result<VersionList, Error> {
-    client.get(&format!("{}/versions", object.path()), &[]).await
+    client
+        .get(&format!("{}/versions", object.path()), &[])
+        .await
 }
 
 pub async fn version(
@@ -135,7 +145,9 @@ pub async fn diff(
         ("to", number(to)),
         ("path", field.unwrap_or_default().to_owned()),
     ];
-    client.get(&format!("{}/diff", object.path()), &params).await
+    client
+        .get(&format!("{}/diff", object.path()), &params)
+        .await
 }
 
 pub async fn field_history(
@@ -144,7 +156,10 @@ pub async fn field_history(
     field: &str,
 ) -> Result<FieldHistory, Error> {
     client
-        .get(&format!("{}/history", object.path()), &[("path", field.to_owned())])
+        .get(
+            &format!("{}/history", object.path()),
+            &[("path", field.to_owned())],
+        )
         .await
 }
 
@@ -155,7 +170,9 @@ pub async fn bisect(
     value: &str,
 ) -> Result<BisectAnswer, Error> {
     let params = [("path", field.to_owned()), ("value", value.to_owned())];
-    client.get(&format!("{}/bisect", object.path()), &params).await
+    client
+        .get(&format!("{}/bisect", object.path()), &params)
+        .await
 }
 
 pub async fn blame(client: &QueryClient, object: &ObjectPath) -> Result<Blame, Error> {

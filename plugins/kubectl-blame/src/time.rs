@@ -62,7 +62,9 @@ pub fn age(elapsed: chrono::TimeDelta) -> String {
 
 /// `--since`/`--until` was neither a duration nor RFC 3339.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid time {input:?}: expected a duration ago (2h, 30m, 3d) or RFC 3339 (2024-05-01T10:00:00Z)")]
+#[error(
+    "invalid time {input:?}: expected a duration ago (2h, 30m, 3d) or RFC 3339 (2024-05-01T10:00:00Z)"
+)]
 pub struct InvalidTime {
     pub input: String,
 }
@@ -118,7 +120,10 @@ mod tests {
         let time = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123456+02:00")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(format(time, Utc::now(), TimeFormat::Full), "2024-05-01T10:00:00Z");
+        assert_eq!(
+            format(time, Utc::now(), TimeFormat::Full),
+            "2024-05-01T10:00:00Z"
+        );
         let later = time + TimeDelta::minutes(35);
         assert_eq!(format(time, later, TimeFormat::Relative), "35m");
     }

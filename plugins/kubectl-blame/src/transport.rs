@@ -246,12 +246,13 @@ async fn direct_config(
         current_context: Some("logistis".to_owned()),
         ..Kubeconfig::default()
     };
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|source| Error::ServerUrl {
-            url: url.to_owned(),
-            source,
-        })?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| Error::ServerUrl {
+                url: url.to_owned(),
+                source,
+            })?;
     config.read_timeout = timeout;
     Ok(config)
 }
@@ -382,8 +383,14 @@ mod tests {
 
     #[test]
     fn query_values_and_segments_are_encoded() {
-        assert_eq!(encode("spec.containers[0].image"), "spec.containers%5B0%5D.image");
-        assert_eq!(encode("system:serviceaccount:a b"), "system%3Aserviceaccount%3Aa%20b");
+        assert_eq!(
+            encode("spec.containers[0].image"),
+            "spec.containers%5B0%5D.image"
+        );
+        assert_eq!(
+            encode("system:serviceaccount:a b"),
+            "system%3Aserviceaccount%3Aa%20b"
+        );
         assert_eq!(encode("ünï"), "%C3%BCn%C3%AF");
         let query = [
             ("kind", "Deployment".to_owned()),

@@ -31,14 +31,17 @@ pub fn blame(answer: &Blame, renderer: &Renderer) -> String {
             .max()
             .unwrap_or(0)
     };
-    let (version_width, user_width, time_width) = (width(|g| &g.1), width(|g| &g.2), width(|g| &g.3));
+    let (version_width, user_width, time_width) =
+        (width(|g| &g.1), width(|g| &g.2), width(|g| &g.3));
 
     let mut out = String::new();
     for (line, (version, label, user, time)) in answer.lines.iter().zip(&gutters) {
-        let gutter = format!(
-            "{label:<version_width$}  {user:<user_width$}  {time:>time_width$} |"
-        );
-        let style = if Some(*version) == newest { Style::Recent } else { Style::Dim };
+        let gutter = format!("{label:<version_width$}  {user:<user_width$}  {time:>time_width$} |");
+        let style = if Some(*version) == newest {
+            Style::Recent
+        } else {
+            Style::Dim
+        };
         out.push_str(&renderer.painter.paint(style, &gutter));
         if !line.line.is_empty() {
             out.push(' ');
@@ -97,9 +100,15 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert!(lines[0].starts_with("v1  alice "), "{text}");
         assert!(lines[0].ends_with("2d | apiVersion: apps/v1"), "{text}");
-        assert!(lines[2].starts_with("v2  system:serviceaccount:kube-system:hpa  "), "{text}");
+        assert!(
+            lines[2].starts_with("v2  system:serviceaccount:kube-system:hpa  "),
+            "{text}"
+        );
         assert!(lines[2].ends_with("3h |   replicas: 3"), "{text}");
-        assert!(lines[3].ends_with("35m |       - image: nginx:1.27"), "{text}");
+        assert!(
+            lines[3].ends_with("35m |       - image: nginx:1.27"),
+            "{text}"
+        );
         let bar = lines[0].find('|').unwrap();
         assert!(lines.iter().all(|l| l.find('|') == Some(bar)), "{text}");
     }
@@ -110,7 +119,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("\x1b[2mv1"), "{text:?}");
         assert!(lines[3].starts_with("\x1b[33mv3"), "{text:?}");
-        assert!(lines[3].ends_with("\x1b[0m       - image: nginx:1.27"), "{text:?}");
+        assert!(
+            lines[3].ends_with("\x1b[0m       - image: nginx:1.27"),
+            "{text:?}"
+        );
     }
 
     #[test]
@@ -122,6 +134,9 @@ mod tests {
         answer.first_version = 5;
         let notes = notes(&answer);
         assert!(notes[0].contains("deleted in version 3"), "{notes:?}");
-        assert!(notes[1].contains("retention removed 4") && notes[1].contains("v5"), "{notes:?}");
+        assert!(
+            notes[1].contains("retention removed 4") && notes[1].contains("v5"),
+            "{notes:?}"
+        );
     }
 }

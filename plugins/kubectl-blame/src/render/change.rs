@@ -49,7 +49,10 @@ pub fn event_diff(event: &Event, renderer: &Renderer) -> Result<String, Error> {
     match event.operation {
         Operation::Delete => out.push_str("(deleted)\n"),
         Operation::Connect => {
-            out.push_str(&format!("({})\n", super::table::patch_summary(event).join(" ")));
+            out.push_str(&format!(
+                "({})\n",
+                super::table::patch_summary(event).join(" ")
+            ));
         }
         _ => {
             let before = event.old_object.clone().unwrap_or(serde_json::Value::Null);
@@ -70,7 +73,10 @@ pub fn event_diff(event: &Event, renderer: &Renderer) -> Result<String, Error> {
 
 /// `before` with the RFC 6902 `patch` applied; `None` when the patch does not apply (then
 /// the stored object after is the best we have).
-pub fn apply_patch(before: &serde_json::Value, patch: &serde_json::Value) -> Option<serde_json::Value> {
+pub fn apply_patch(
+    before: &serde_json::Value,
+    patch: &serde_json::Value,
+) -> Option<serde_json::Value> {
     let patch: json_patch::Patch = serde_json::from_value(patch.clone()).ok()?;
     let mut doc = before.clone();
     json_patch::patch(&mut doc, &patch).ok()?;
@@ -163,8 +169,15 @@ mod tests {
         assert_eq!(lines[2], "+++ b/Deployment.apps/web");
         assert!(lines.contains(&"-      - image: nginx:1.25"), "{text}");
         assert!(lines.contains(&"+      - image: nginx:1.27"), "{text}");
-        assert!(!text.contains("observedGeneration") && !text.contains("\"101\""), "{text}");
-        assert_eq!(lines.iter().filter(|l| l.starts_with('+')).count(), 2, "{text}");
+        assert!(
+            !text.contains("observedGeneration") && !text.contains("\"101\""),
+            "{text}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with('+')).count(),
+            2,
+            "{text}"
+        );
     }
 
     #[test]
@@ -175,7 +188,10 @@ mod tests {
         assert!(text.contains("+  replicas: 1"), "{text}");
         assert!(!text.lines().skip(3).any(|l| l.starts_with('-')), "{text}");
         let text = event_diff(&fixtures::events().items[0], &renderer).unwrap();
-        assert!(text.starts_with("DELETE Deployment.apps/web in shop by carol"), "{text}");
+        assert!(
+            text.starts_with("DELETE Deployment.apps/web in shop by carol"),
+            "{text}"
+        );
         assert!(text.ends_with("(deleted)\n"), "{text}");
     }
 
@@ -183,8 +199,14 @@ mod tests {
     fn colours_mark_added_removed_and_hunks() {
         let text = event_diff(&with_objects(1), &fixtures::renderer(true)).unwrap();
         assert!(text.starts_with("\x1b[1mUPDATE"), "{text:?}");
-        assert!(text.contains("\x1b[32m+      - image: nginx:1.27\x1b[0m\n"), "{text:?}");
-        assert!(text.contains("\x1b[31m-      - image: nginx:1.25\x1b[0m\n"), "{text:?}");
+        assert!(
+            text.contains("\x1b[32m+      - image: nginx:1.27\x1b[0m\n"),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("\x1b[31m-      - image: nginx:1.25\x1b[0m\n"),
+            "{text:?}"
+        );
         assert!(text.contains("\x1b[36m@@"), "{text:?}");
         let plain = event_diff(&with_objects(1), &fixtures::renderer(false)).unwrap();
         assert!(!plain.contains('\x1b'));
@@ -204,7 +226,10 @@ mod tests {
         let list = fixtures::events();
         let text = patches(&list.items[1..2], &fixtures::renderer(false)).unwrap();
         let (head, body) = text.split_once('\n').unwrap();
-        assert!(head.starts_with("# UPDATE Deployment.apps/web in shop by bob"), "{text}");
+        assert!(
+            head.starts_with("# UPDATE Deployment.apps/web in shop by bob"),
+            "{text}"
+        );
         let patch: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(patch[0]["path"], "/spec/template/spec/containers/0/image");
         assert_eq!(patch[0]["value"], "nginx:1.27");

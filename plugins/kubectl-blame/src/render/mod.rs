@@ -148,14 +148,20 @@ mod tests {
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(shorten("abc", 4), "abc");
         assert_eq!(compact(&serde_json::json!("nginx"), 10), "nginx");
-        assert_eq!(compact(&serde_json::json!({"a": [1, 2]}), 40), r#"{"a":[1,2]}"#);
+        assert_eq!(
+            compact(&serde_json::json!({"a": [1, 2]}), 40),
+            r#"{"a":[1,2]}"#
+        );
     }
 
     #[test]
     fn json_and_yaml_keep_the_server_field_names() {
         let list = fixtures::events();
         let text = json(&list).unwrap();
-        assert!(text.contains("\"continue\": \"00061765a2a39000\""), "{text}");
+        assert!(
+            text.contains("\"continue\": \"00061765a2a39000\""),
+            "{text}"
+        );
         assert!(text.contains("\"fieldManager\": \"kubectl-set\""), "{text}");
         let text = yaml(&list).unwrap();
         assert!(text.contains("continue: 00061765a2a39000"), "{text}");

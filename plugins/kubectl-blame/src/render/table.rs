@@ -3,9 +3,7 @@
 //! scripts see whole values.
 
 use comfy_table::{ContentArrangement, Table, presets};
-use logistis_api::{
-    BisectAnswer, Event, FieldHistory, NamespaceList, Operation, VersionList,
-};
+use logistis_api::{BisectAnswer, Event, FieldHistory, NamespaceList, Operation, VersionList};
 
 use super::{Renderer, compact};
 
@@ -16,7 +14,9 @@ const MAX_VALUE_WIDTH: usize = 60;
 
 fn table(renderer: &Renderer, header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_style(presets::NOTHING).set_header(header.to_vec());
+    table
+        .load_style(presets::NOTHING)
+        .set_header(header.to_vec());
     table.set_content_arrangement(if renderer.terminal {
         ContentArrangement::Dynamic
     } else {
@@ -36,14 +36,25 @@ fn finish(table: &Table) -> String {
 
 /// What the query API calls the cluster-scoped "namespace".
 fn namespace_label(namespace: &str) -> &str {
-    if namespace.is_empty() { "(cluster)" } else { namespace }
+    if namespace.is_empty() {
+        "(cluster)"
+    } else {
+        namespace
+    }
 }
 
 /// `kubectl blame`: one row per namespace.
 pub fn overview(list: &NamespaceList, renderer: &Renderer) -> String {
     let mut out = table(
         renderer,
-        &["NAMESPACE", "CHANGES", "LAST CHANGE", "OBJECT", "OPERATION", "USER"],
+        &[
+            "NAMESPACE",
+            "CHANGES",
+            "LAST CHANGE",
+            "OBJECT",
+            "OPERATION",
+            "USER",
+        ],
     );
     for row in &list.items {
         let (time, key, operation, user) = match &row.latest {
@@ -110,7 +121,11 @@ pub fn patch_summary(event: &Event) -> Vec<String> {
         .take(MAX_PATCH_LINES)
         .map(|op| {
             let field = |name: &str| op.get(name).and_then(|v| v.as_str()).unwrap_or("");
-            let path = if field("path").is_empty() { "/" } else { field("path") };
+            let path = if field("path").is_empty() {
+                "/"
+            } else {
+                field("path")
+            };
             match (field("op"), op.get("value")) {
                 ("move" | "copy", _) => format!("{} {} -> {path}", field("op"), field("from")),
                 (name, Some(value)) => {
@@ -174,7 +189,10 @@ pub fn versions(list: &VersionList, renderer: &Renderer) -> String {
 
 /// `--path FIELD`: every version that changed the field, with old and new value.
 pub fn field_history(history: &FieldHistory, renderer: &Renderer) -> String {
-    let mut out = table(renderer, &["VERSION", "TIME", "OPERATION", "USER", "OLD", "NEW"]);
+    let mut out = table(
+        renderer,
+        &["VERSION", "TIME", "OPERATION", "USER", "OLD", "NEW"],
+    );
     let value = |v: &Option<serde_json::Value>| {
         v.as_ref()
             .map_or_else(|| "<none>".to_owned(), |v| compact(v, MAX_VALUE_WIDTH))
@@ -225,8 +243,14 @@ mod tests {
             assert!(lines[0].contains(column), "{text}");
         }
         assert!(lines[1].starts_with("Deployment.apps/web "), "{text}");
-        assert!(lines[1].contains("DELETE") && lines[1].contains("carol"), "{text}");
-        assert!(lines[1].contains("2m") && lines[1].ends_with("deleted"), "{text}");
+        assert!(
+            lines[1].contains("DELETE") && lines[1].contains("carol"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("2m") && lines[1].ends_with("deleted"),
+            "{text}"
+        );
         assert!(
             text.contains("replace /spec/template/spec/containers/0/image nginx:1.27"),
             "{text}"
@@ -235,7 +259,10 @@ mod tests {
         assert!(text.contains("replace /spec/replicas 3"), "{text}");
         assert!(text.contains("2d") && text.contains("created"), "{text}");
         assert!(!text.contains("NAMESPACE"), "{text}");
-        assert!(lines.iter().all(|l| l.trim_end() == *l), "no trailing blanks: {text:?}");
+        assert!(
+            lines.iter().all(|l| l.trim_end() == *l),
+            "no trailing blanks: {text:?}"
+        );
     }
 
     #[test]
@@ -256,7 +283,10 @@ mod tests {
         let lines = patch_summary(&event);
         assert_eq!(lines.len(), MAX_PATCH_LINES + 1);
         assert_eq!(lines.last().unwrap(), "… 2 more");
-        assert!(lines[0].ends_with('…') && lines[0].chars().count() < 100, "{lines:?}");
+        assert!(
+            lines[0].ends_with('…') && lines[0].chars().count() < 100,
+            "{lines:?}"
+        );
         event.patch = serde_json::json!([{"op": "move", "from": "/a", "path": "/b"}, {"op": "remove", "path": "/c"}]);
         assert_eq!(patch_summary(&event), ["move /a -> /b", "remove /c"]);
     }
@@ -267,7 +297,9 @@ mod tests {
         event.operation = Operation::Connect;
         event.resource.kind = "Pod".into();
         event.resource.subresource = "exec".into();
-        event.options = Some(serde_json::json!({"kind": "PodExecOptions", "command": ["sh", "-c", "date"], "container": "web"}));
+        event.options = Some(
+            serde_json::json!({"kind": "PodExecOptions", "command": ["sh", "-c", "date"], "container": "web"}),
+        );
         assert_eq!(patch_summary(&event), ["exec: sh -c date (container web)"]);
     }
 
@@ -281,10 +313,22 @@ mod tests {
         .unwrap();
         let text = overview(&list, &fixtures::renderer(false));
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("NAMESPACE   CHANGES   LAST CHANGE"), "{text}");
-        assert!(lines[1].starts_with("(cluster)") && lines[1].contains("CREATE"), "{text}");
-        assert!(lines[2].starts_with("shop") && lines[2].contains(" 4 "), "{text}");
-        assert!(lines[2].contains("Deployment.apps/web") && lines[2].ends_with("carol"), "{text}");
+        assert!(
+            lines[0].starts_with("NAMESPACE   CHANGES   LAST CHANGE"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with("(cluster)") && lines[1].contains("CREATE"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("shop") && lines[2].contains(" 4 "),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("Deployment.apps/web") && lines[2].ends_with("carol"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -306,7 +350,10 @@ mod tests {
         assert!(text.starts_with("VERSION   TIME   OPERATION"), "{text}");
         assert!(!text.contains("GENERATION"), "{text}");
         let row = text.lines().nth(2).unwrap();
-        assert!(row.starts_with("2 ") && row.contains("3h") && row.ends_with("spec.replicas"), "{text}");
+        assert!(
+            row.starts_with("2 ") && row.contains("3h") && row.ends_with("spec.replicas"),
+            "{text}"
+        );
 
         let history: FieldHistory = serde_json::from_value(serde_json::json!({
             "object": {"group": "apps", "kind": "Deployment", "namespace": "shop", "name": "web"},
@@ -321,7 +368,10 @@ mod tests {
         .unwrap();
         let text = field_history(&history, &fixtures::renderer(false));
         let rows: Vec<&str> = text.lines().collect();
-        assert!(rows[1].contains("<none>") && rows[1].ends_with('1'), "{text}");
+        assert!(
+            rows[1].contains("<none>") && rows[1].ends_with('1'),
+            "{text}"
+        );
         let cells: Vec<&str> = rows[2].split_whitespace().collect();
         assert_eq!(cells[cells.len() - 2..], ["1", "3"], "{text}");
     }

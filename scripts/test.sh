@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs the toolchains the plugin tests need
+# (wasm32-wasip2, componentize-py, jco/componentize-js), builds every binary, runs every test.
+# The end-to-end tests start the real binaries over real HTTPS; the real-payload corpus in
+# ../shared/fixtures is used when it is beside the clone (its tests say so when it is not).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/plugin-toolchains.sh
+cargo build --workspace --bins --quiet
+cargo test --workspace --no-fail-fast "$@"
