@@ -255,7 +255,6 @@ async fn core_group_and_cluster_scoped_objects() {
         .admit(&own_review("create-namespace.json"))
         .await
         .unwrap();
-    for q in ["kind=Namespace&namespace=_", "group=core&kind=Namespace&namespace=_&name=shop", "kind=namespace", "namespace=_"] { eprintln!("DEBUG {q} {}", server.get_ok(&format!("/api/v1/events?{q}")).await.unwrap()["items"].as_array().unwrap().len()); }
     let list = server
         .get_ok("/api/v1/objects/core/namespace/_/shop/versions")
         .await
@@ -273,7 +272,7 @@ async fn core_group_and_cluster_scoped_objects() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| l["line"].as_str().unwrap())
+        .map(|l| l["line"].as_str().unwrap().trim())
         .collect();
     assert!(lines.contains(&"- kubernetes"), "{lines:?}");
 }

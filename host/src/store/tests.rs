@@ -221,3 +221,73 @@ fn cursors_persist() {
     assert_eq!(store.cursor("sink:log").unwrap(), Some(id));
     store.close();
 }
+
+/// Wait (bounded) until the store holds `expected` events.
+fn wait_for_count(store: &Store, expected: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = store.read_log(None, 10_000).unwrap().len();
+        if count == expected {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{count} events left, expected {expected}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn retention_by_age_removes_expired_events_and_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreSettings {
+            retention: Some(Duration::from_millis(200)),
+            ..settings()
+        },
+    )
+    .unwrap();
+    for i in 0..20 {
+        store
+            .append_blocking(event("shop", "Deployment", &format!("d{i}"), "alice", &format!("a{i}")))
+            .unwrap();
+    }
+    wait_for_count(&store, 0);
+    let by_user = store
+        .list_events(
+            &EventFilter { user: Some("alice".into()), ..EventFilter::default() },
+            Scan { limit: 10, before: None, budget: Scan::DEFAULT_BUDGET },
+        )
+        .unwrap();
+    assert!(by_user.items.is_empty());
+    assert!(store.namespaces().unwrap().is_empty(), "counters follow");
+    assert_eq!(store.stats().events_removed_by_retention.load(std::sync::atomic::Ordering::Relaxed), 20);
+    // The dedupe entry went with the event: the same review is new again.
+    assert!(matches!(
+        store.append_blocking(event("shop", "Deployment", "d0", "alice", "a0")).unwrap(),
+        Appended::Recorded(_)
+    ));
+    store.close();
+}
+
+#[test]
+fn retention_by_size_removes_the_oldest_events_first() {
+    let dir = tempfile::tempdir().unwrap();
+    // Any store is larger than one byte: every event must go, oldest first.
+    let store = Store::open(
+        dir.path(),
+        StoreSettings {
+            max_size_bytes: Some(1),
+            retention: None,
+            max_versions_per_object: 0,
+            ..settings()
+        },
+    )
+    .unwrap();
+    for i in 0..30 {
+        store
+            .append_blocking(event("shop", "Deployment", &format!("d{i}"), "alice", &format!("s{i}")))
+            .unwrap();
+    }
+    wait_for_count(&store, 0);
+    store.close();
+}
