@@ -106,15 +106,17 @@ pub struct Diff {
     pub object: ObjectRef,
     pub from: VersionSummary,
     pub to: VersionSummary,
-    /// The field the diff is restricted to, as a JSON pointer; absent for the whole object.
+    /// The field the diff is restricted to, in dotted form
+    /// (`spec.template.spec.containers[0].image`); absent for the whole object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// RFC 6902 patch that turns version `from` into version `to`. With `path`, the pointers
-    /// are still absolute (they start with the field's pointer), so the patch applies to the
-    /// whole `from` object.
+    /// RFC 6902 patch that turns version `from` into version `to`. With `path`, only that
+    /// field's operations, with absolute pointers: applied to `from` it sets the field as it
+    /// is in `to` (when the field's parent exists in `from`).
     pub patch: serde_json::Value,
     /// Unified diff of the two versions (or of the field) rendered as YAML, with
-    /// `--- vN` / `+++ vM` headers; empty when nothing differs.
+    /// `--- vN` / `+++ vM` headers (followed by the path when restricted); empty when nothing
+    /// differs.
     pub unified: String,
 }
 
@@ -142,7 +144,7 @@ pub struct FieldChange {
 #[serde(rename_all = "camelCase")]
 pub struct FieldHistory {
     pub object: ObjectRef,
-    /// The field as a JSON pointer.
+    /// The field, in dotted form.
     pub path: String,
     pub first_version: u64,
     pub trimmed_events: u64,
@@ -154,7 +156,7 @@ pub struct FieldHistory {
 #[serde(rename_all = "camelCase")]
 pub struct BisectAnswer {
     pub object: ObjectRef,
-    /// The field as a JSON pointer.
+    /// The field, in dotted form.
     pub path: String,
     /// The value looked for (a JSON value; a query string that is not JSON is a string).
     pub value: serde_json::Value,
@@ -177,7 +179,8 @@ pub struct BlameLine {
     pub time: DateTime<Utc>,
     pub user: UserInfo,
     pub operation: Operation,
-    /// The field this line shows, as a JSON pointer (the deepest one, for `- name: x`).
+    /// The field this line shows, in dotted form with list indices of the version shown
+    /// (`spec.template.spec.containers[0].image`); for `- name: x` the deepest one, `name`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
 }

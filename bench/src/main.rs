@@ -40,11 +40,19 @@ struct Args {
     /// Modes to run, in order
     #[arg(long, value_delimiter = ',', default_value = "bare,async,sync")]
     modes: Vec<String>,
+    /// Extra argument for every `logistis serve` (repeat it), e.g. --server-arg=--max-versions-per-object=0
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("bad duration {text:?}"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -98,18 +106,28 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
 
-fn start(binary: &Path, mode: &str, connections: usize) -> Result<Running> {
+fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Result<Running> {
     let dir = tempfile::tempdir()?;
     let mut command = Command::new(binary);
     command
-        .args(["serve", "--self-signed", "--webhook-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--self-signed",
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--query-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -119,7 +137,9 @@ fn start(binary: &Path, mode: &str, connections: usize) -> Result<Running> {
         "sync" => command.args(["--durability", "sync"]),
         other => bail!("unknown mode {other:?} (bare, async, sync)"),
     };
-    let mut child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
     let mut url = None;
     let mut ca = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
@@ -140,7 +160,12 @@ fn start(binary: &Path, mode: &str, connections: usize) -> Result<Running> {
         .pool_max_idle_per_host(connections)
         .http1_only()
         .build()?;
-    Ok(Running { child, url, client, _dir: dir })
+    Ok(Running {
+        child,
+        url,
+        client,
+        _dir: dir,
+    })
 }
 
 struct Figures {
@@ -151,7 +176,12 @@ struct Figures {
     errors: u64,
 }
 
-async fn drive(running: &Running, templates: Arc<Vec<Template>>, connections: usize, duration: Duration) -> Result<Figures> {
+async fn drive(
+    running: &Running,
+    templates: Arc<Vec<Template>>,
+    connections: usize,
+    duration: Duration,
+) -> Result<Figures> {
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -173,13 +203,22 @@ async fn drive(running: &Running, templates: Arc<Vec<Template>>, connections: us
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let template = &templates[n as usize % templates.len()];
                 let uid = format!("loadgen-{n}");
-                let mut body = Vec::with_capacity(template.prefix.len() + uid.len() + template.suffix.len());
+                let mut body =
+                    Vec::with_capacity(template.prefix.len() + uid.len() + template.suffix.len());
                 body.extend_from_slice(&template.prefix);
                 body.extend_from_slice(uid.as_bytes());
                 body.extend_from_slice(&template.suffix);
                 let sent = Instant::now();
-                let ok = match client.post(&url).header("content-type", "application/json").body(body).send().await {
-                    Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                let ok = match client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        response.status().is_success() && response.bytes().await.is_ok()
+                    }
                     Err(_) => false,
                 };
                 if elapsed < warm_up {
@@ -210,17 +249,27 @@ async fn drive(running: &Running, templates: Arc<Vec<Template>>, connections: us
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let fixtures = args.fixtures.clone().unwrap_or_else(|| {
         let shared = root.join("../shared/fixtures/admission");
-        if shared.is_dir() { shared } else { root.join("tests/fixtures/admission") }
+        if shared.is_dir() {
+            shared
+        } else {
+            root.join("tests/fixtures/admission")
+        }
     });
     let binary = match &args.logistis {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("logistis"),
     };
     if !binary.is_file() {
-        bail!("{} not found: build it (cargo build --release -p logistis) or pass --logistis", binary.display());
+        bail!(
+            "{} not found: build it (cargo build --release -p logistis) or pass --logistis",
+            binary.display()
+        );
     }
     let templates = Arc::new(templates(&fixtures)?);
     println!(
@@ -231,15 +280,23 @@ async fn main() -> Result<()> {
         args.duration,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("{:<6} {:>12} {:>10} {:>10} {:>10} {:>8}", "mode", "reviews/s", "p50 µs", "p99 µs", "p999 µs", "errors");
+    println!(
+        "{:<6} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "mode", "reviews/s", "p50 µs", "p99 µs", "p999 µs", "errors"
+    );
     let mut results = Vec::new();
     for mode in &args.modes {
-        let running = start(&binary, mode, args.connections)?;
+        let running = start(&binary, mode, args.connections, &args.server_args)?;
         let figures = drive(&running, templates.clone(), args.connections, args.duration).await?;
         drop(running);
         println!(
             "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8}",
-            mode, figures.reviews_per_second, figures.p50, figures.p99, figures.p999, figures.errors
+            mode,
+            figures.reviews_per_second,
+            figures.p50,
+            figures.p99,
+            figures.p999,
+            figures.errors
         );
         results.push((mode.clone(), figures.reviews_per_second));
     }
@@ -248,7 +305,10 @@ async fn main() -> Result<()> {
         println!("sync / bare throughput: {:.0} %", 100.0 * sync / bare);
     }
     if let (Some(bare), Some(asynchronous)) = (rate("bare"), rate("async")) {
-        println!("async / bare throughput: {:.0} %", 100.0 * asynchronous / bare);
+        println!(
+            "async / bare throughput: {:.0} %",
+            100.0 * asynchronous / bare
+        );
     }
     Ok(())
 }

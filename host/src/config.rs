@@ -61,11 +61,21 @@ pub struct ServeArgs {
     pub query_plain_http: bool,
 
     /// PEM certificate (chain) for both listeners; reloaded when the file changes
-    #[arg(long, env = "LOGISTIS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "LOGISTIS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert; reloaded when the file changes
-    #[arg(long, env = "LOGISTIS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "LOGISTIS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
 
     /// Generate a local CA and certificate in DATA_DIR/tls (for trying Logistis out)
@@ -103,6 +113,11 @@ pub struct ServeArgs {
     /// Directory with plugins.yaml and the plugin .wasm files (reloaded on change)
     #[arg(long, env = "LOGISTIS_PLUGINS_DIR", value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
+
+    /// Where compiled plugins are cached, keyed by content hash; may be shared by several
+    /// servers [default: DATA_DIR/plugin-cache]
+    #[arg(long, env = "LOGISTIS_PLUGINS_CACHE_DIR", value_name = "DIR")]
+    pub plugins_cache_dir: Option<PathBuf>,
 
     /// Log format [default: text]
     #[arg(long, env = "LOGISTIS_LOG_FORMAT", value_enum)]
@@ -172,13 +187,16 @@ impl ServeArgs {
             tls_key: self.tls_key.or(file.tls_key),
             self_signed: self.self_signed || file.self_signed,
             durability: self.durability.or(file.durability),
-            max_versions_per_object: self.max_versions_per_object.or(file.max_versions_per_object),
+            max_versions_per_object: self
+                .max_versions_per_object
+                .or(file.max_versions_per_object),
             retention: self.retention.or(file.retention),
             max_store_size: self.max_store_size.or(file.max_store_size),
             record_dry_run: self.record_dry_run || file.record_dry_run,
             record_noise: self.record_noise || file.record_noise,
             max_body_size: self.max_body_size.or(file.max_body_size),
             plugins_dir: self.plugins_dir.or(file.plugins_dir),
+            plugins_cache_dir: self.plugins_cache_dir.or(file.plugins_cache_dir),
             log_format: self.log_format.or(file.log_format),
             answer_only: self.answer_only || file.answer_only,
         }
@@ -188,10 +206,11 @@ impl ServeArgs {
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         let args = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-                    path: path.clone(),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
                 let file: ServeArgs =
                     serde_yaml::from_str(&text).map_err(|source| ConfigError::ParseFile {
                         path: path.clone(),
@@ -205,7 +224,9 @@ impl ServeArgs {
     }
 
     fn validate(self) -> Result<Settings, ConfigError> {
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let webhook_listen = self
             .webhook_listen
             .unwrap_or_else(|| DEFAULT_WEBHOOK_LISTEN.parse().expect("valid default"));
@@ -224,7 +245,9 @@ impl ServeArgs {
         }
         let tls = match (self.tls_cert, self.tls_key, self.self_signed) {
             (Some(_), Some(_), true) => {
-                return Err(invalid("--self-signed cannot be combined with --tls-cert/--tls-key"));
+                return Err(invalid(
+                    "--self-signed cannot be combined with --tls-cert/--tls-key",
+                ));
             }
             (Some(cert), Some(key), false) => {
                 for (flag, path) in [("--tls-cert", &cert), ("--tls-key", &key)] {
@@ -265,6 +288,15 @@ impl ServeArgs {
                 dir.display()
             )));
         }
+        if let Some(dir) = &self.plugins_cache_dir
+            && dir.exists()
+            && !dir.is_dir()
+        {
+            return Err(invalid(format!(
+                "--plugins-cache-dir {}: not a directory",
+                dir.display()
+            )));
+        }
         Ok(Settings {
             data_dir: data_dir.clone(),
             webhook_listen,
@@ -276,7 +308,9 @@ impl ServeArgs {
                     DurabilityArg::Sync => Durability::Sync,
                     DurabilityArg::Async => Durability::Async,
                 },
-                max_versions_per_object: self.max_versions_per_object.unwrap_or(DEFAULT_MAX_VERSIONS),
+                max_versions_per_object: self
+                    .max_versions_per_object
+                    .unwrap_or(DEFAULT_MAX_VERSIONS),
                 retention,
                 max_size_bytes,
                 ..StoreSettings::default()
@@ -289,7 +323,10 @@ impl ServeArgs {
             plugins: PluginSettings {
                 dir: self.plugins_dir,
                 // Compiled plugins, keyed by content hash: a restart does not recompile.
-                cache_dir: Some(data_dir.join("plugin-cache")),
+                cache_dir: Some(
+                    self.plugins_cache_dir
+                        .unwrap_or_else(|| data_dir.join("plugin-cache")),
+                ),
                 ..PluginSettings::default()
             },
             log_format: self.log_format.unwrap_or_default(),
@@ -303,8 +340,11 @@ fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
     if text.trim() == "0" {
         return Ok(None);
     }
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| invalid(format!("--retention {text:?}: {e} (use e.g. 30d, 12h, or 0 for forever)")))?;
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(format!(
+            "--retention {text:?}: {e} (use e.g. 30d, 12h, or 0 for forever)"
+        ))
+    })?;
     if duration < Duration::from_secs(60) {
         return Err(invalid(format!("--retention {text:?} is under a minute")));
     }
@@ -314,7 +354,9 @@ fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
 /// `1048576`, `500M`, `10Gi` (K/M/G/T are powers of 1000, Ki/Mi/Gi/Ti of 1024).
 pub fn parse_bytes(flag: &str, text: &str) -> Result<u64, ConfigError> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
     let multiplier: u64 = match suffix {
         "" => 1,
@@ -337,7 +379,11 @@ pub fn parse_bytes(flag: &str, text: &str) -> Result<u64, ConfigError> {
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
         .filter(|n| *n > 0)
-        .ok_or_else(|| invalid(format!("{flag} {text:?}: expected a positive size such as 500M or 10Gi")))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{flag} {text:?}: expected a positive size such as 500M or 10Gi"
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -360,7 +406,10 @@ mod tests {
         assert_eq!(settings.webhook_listen.to_string(), DEFAULT_WEBHOOK_LISTEN);
         assert_eq!(settings.query_listen.to_string(), DEFAULT_QUERY_LISTEN);
         assert_eq!(settings.store.max_versions_per_object, 100);
-        assert_eq!(settings.store.retention, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(
+            settings.store.retention,
+            Some(Duration::from_secs(30 * 86400))
+        );
         assert_eq!(settings.store.durability, Durability::Sync);
         assert_eq!(settings.max_body_bytes, 16 << 20);
     }
@@ -370,7 +419,10 @@ mod tests {
     #[case("30d", Some(30 * 86400))]
     #[case("12h", Some(12 * 3600))]
     fn retention_values(#[case] text: &str, #[case] seconds: Option<u64>) {
-        assert_eq!(parse_retention(text).unwrap(), seconds.map(Duration::from_secs));
+        assert_eq!(
+            parse_retention(text).unwrap(),
+            seconds.map(Duration::from_secs)
+        );
     }
 
     #[rstest]
@@ -392,7 +444,10 @@ mod tests {
 
     #[test]
     fn tls_is_required_and_plain_http_only_on_loopback() {
-        let error = ServeArgs::default().into_settings().unwrap_err().to_string();
+        let error = ServeArgs::default()
+            .into_settings()
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("--self-signed"), "{error}");
         let error = ServeArgs {
             query_plain_http: true,
@@ -409,7 +464,11 @@ mod tests {
     fn the_config_file_fills_what_flags_leave_unset() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logistis.yaml");
-        std::fs::write(&path, "durability: async\nretention: 7d\nmax-versions-per-object: 5\n").unwrap();
+        std::fs::write(
+            &path,
+            "durability: async\nretention: 7d\nmax-versions-per-object: 5\n",
+        )
+        .unwrap();
         let settings = ServeArgs {
             config: Some(path.clone()),
             max_versions_per_object: Some(9),
@@ -418,7 +477,10 @@ mod tests {
         .into_settings()
         .unwrap();
         assert_eq!(settings.store.durability, Durability::Async);
-        assert_eq!(settings.store.retention, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(
+            settings.store.retention,
+            Some(Duration::from_secs(7 * 86400))
+        );
         assert_eq!(settings.store.max_versions_per_object, 9, "the flag wins");
 
         std::fs::write(&path, "no-such-setting: 1\n").unwrap();
@@ -429,5 +491,42 @@ mod tests {
         .into_settings()
         .unwrap_err();
         assert!(matches!(error, ConfigError::ParseFile { .. }));
+    }
+
+    #[test]
+    fn the_plugin_cache_defaults_to_the_data_dir_and_may_be_shared() {
+        let settings = args().into_settings().unwrap();
+        assert_eq!(
+            settings.plugins.cache_dir,
+            Some(PathBuf::from(DEFAULT_DATA_DIR).join("plugin-cache"))
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logistis.yaml");
+        std::fs::write(&path, "plugins-cache-dir: /var/cache/logistis\n").unwrap();
+        let settings = ServeArgs {
+            config: Some(path),
+            ..args()
+        }
+        .into_settings()
+        .unwrap();
+        assert_eq!(
+            settings.plugins.cache_dir,
+            Some(PathBuf::from("/var/cache/logistis"))
+        );
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let error = ServeArgs {
+            plugins_cache_dir: Some(file),
+            ..args()
+        }
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("--plugins-cache-dir") && error.contains("not a directory"),
+            "{error}"
+        );
     }
 }

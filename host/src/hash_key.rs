@@ -79,6 +79,9 @@ mod tests {
         let first = load_or_create(dir.path()).unwrap();
         assert_eq!(first, load_or_create(dir.path()).unwrap());
         std::fs::write(dir.path().join(FILE_NAME), "zz").unwrap();
-        assert!(matches!(load_or_create(dir.path()), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            load_or_create(dir.path()),
+            Err(Error::Malformed { .. })
+        ));
     }
 }

@@ -95,15 +95,20 @@ impl Metrics {
             "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request",
             reviews.clone(),
         );
-        let query_duration =
-            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let query_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(latency_buckets())
+        });
         registry.register(
             "query_request_duration_seconds",
             "Query API latency by route and status",
             query_duration.clone(),
         );
         let store_size = Gauge::default();
-        registry.register("store_size_bytes", "Bytes on disk of the embedded store", store_size.clone());
+        registry.register(
+            "store_size_bytes",
+            "Bytes on disk of the embedded store",
+            store_size.clone(),
+        );
         let retention_removed = Counter::default();
         registry.register(
             "store_retention_removed_events",
@@ -117,7 +122,11 @@ impl Metrics {
             write_batches.clone(),
         );
         let write_errors = Counter::default();
-        registry.register("store_write_errors", "Failed group commits", write_errors.clone());
+        registry.register(
+            "store_write_errors",
+            "Failed group commits",
+            write_errors.clone(),
+        );
         Metrics {
             registry,
             admission_duration,

@@ -82,10 +82,20 @@ pub async fn run(
 
     let webhook_listener = TcpListener::bind(settings.webhook_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (--webhook-listen)", settings.webhook_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--webhook-listen)",
+                settings.webhook_listen
+            )
+        })?;
     let query_listener = TcpListener::bind(settings.query_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (--query-listen)", settings.query_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (--query-listen)",
+                settings.query_listen
+            )
+        })?;
     let bound = Bound {
         webhook: webhook_listener.local_addr()?,
         query: query_listener.local_addr()?,

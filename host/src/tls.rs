@@ -83,7 +83,11 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn certified_key(paths: &CertPaths, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Error> {
+fn certified_key(
+    paths: &CertPaths,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<CertifiedKey, Error> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .filter_map(Result::ok)
         .collect();
@@ -153,7 +157,9 @@ impl CertResolver {
                 }
                 let resolver = self.clone();
                 match tokio::task::spawn_blocking(move || resolver.reload()).await {
-                    Ok(Ok(true)) => tracing::info!(cert = %self.paths.cert.display(), "TLS certificate reloaded"),
+                    Ok(Ok(true)) => {
+                        tracing::info!(cert = %self.paths.cert.display(), "TLS certificate reloaded")
+                    }
                     Ok(Ok(false)) => {}
                     Ok(Err(error)) => tracing::warn!(
                         error = %crate::telemetry::chain(&error),
@@ -211,7 +217,8 @@ pub fn ensure_self_signed(data_dir: &Path) -> Result<SelfSigned, Error> {
     })?;
 
     let ca_key = rcgen::KeyPair::generate().map_err(Error::Generate)?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(Error::Generate)?;
+    let mut ca_params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(Error::Generate)?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
@@ -222,7 +229,11 @@ pub fn ensure_self_signed(data_dir: &Path) -> Result<SelfSigned, Error> {
     ];
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(Error::Generate)?;
 
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     names.extend(["logistis", "logistis.logistis", "logistis.logistis.svc"].map(str::to_owned));
     let server_key = rcgen::KeyPair::generate().map_err(Error::Generate)?;
     let mut params = rcgen::CertificateParams::new(names).map_err(Error::Generate)?;
@@ -262,7 +273,10 @@ mod tests {
         let second = ensure_self_signed(dir.path()).unwrap();
         assert_eq!(cert, std::fs::read(&second.paths.cert).unwrap());
         let resolver = CertResolver::load(first.paths.clone()).unwrap();
-        assert!(!resolver.reload().unwrap(), "unchanged files are not reloaded");
+        assert!(
+            !resolver.reload().unwrap(),
+            "unchanged files are not reloaded"
+        );
         server_config(resolver).unwrap();
     }
 
@@ -273,7 +287,10 @@ mod tests {
         let resolver = CertResolver::load(files.paths.clone()).unwrap();
         let before = resolver.current.load_full();
         std::fs::write(&files.paths.cert, "not a certificate").unwrap();
-        assert!(matches!(resolver.reload(), Err(Error::NoCertificate { .. })));
+        assert!(matches!(
+            resolver.reload(),
+            Err(Error::NoCertificate { .. })
+        ));
         assert!(Arc::ptr_eq(&before, &resolver.current.load_full()));
         // A new valid pair (from another self-signed setup) is picked up.
         let other = ensure_self_signed(&dir.path().join("other")).unwrap();

@@ -27,7 +27,10 @@ mod tests {
     #[test]
     fn absent_config_is_default_and_unknown_fields_are_rejected() {
         assert_eq!(super::parse::<Config>("null").unwrap(), Config::default());
-        assert_eq!(super::parse::<Config>(r#"{"names":["a"]}"#).unwrap().names, ["a"]);
+        assert_eq!(
+            super::parse::<Config>(r#"{"names":["a"]}"#).unwrap().names,
+            ["a"]
+        );
         let error = super::parse::<Config>(r#"{"nmes":[]}"#).unwrap_err();
         assert!(error.contains("unknown field `nmes`"), "{error}");
     }

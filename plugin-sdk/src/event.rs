@@ -29,7 +29,10 @@ impl Event {
 
     /// One of the user's groups matches one of the globs.
     pub fn group_matches<S: AsRef<str>>(&self, patterns: &[S]) -> bool {
-        self.user.groups.iter().any(|group| glob::matches_any(patterns, group))
+        self.user
+            .groups
+            .iter()
+            .any(|group| glob::matches_any(patterns, group))
     }
 
     /// One of the `userInfo.extra` values under `key` matches one of the globs.
@@ -92,12 +95,16 @@ impl Event {
 
     /// The object after the change, parsed (none for DELETE and CONNECT).
     pub fn object_value(&self) -> Option<Value> {
-        self.object.as_deref().and_then(|text| serde_json::from_str(text).ok())
+        self.object
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
     }
 
     /// The object before the change, parsed (none for CREATE).
     pub fn old_object_value(&self) -> Option<Value> {
-        self.old_object.as_deref().and_then(|text| serde_json::from_str(text).ok())
+        self.old_object
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
     }
 }
 
@@ -152,7 +159,11 @@ impl Event {
 /// `inner` is `outer` or below it, comparing whole pointer segments (`/spec/rep` is not
 /// within `/spec/replicas`).
 fn pointer_within(inner: &str, outer: &str) -> bool {
-    inner == outer || outer.is_empty() || inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'))
+    inner == outer
+        || outer.is_empty()
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -171,7 +182,13 @@ mod tests {
         assert!(!event.namespace_in(&["kube-*"]));
         assert!(event.operation_is("update"));
         assert!(!event.operation_is("CREATE"));
-        for kind in ["Deployment", "deployment", "Deployment.apps", "deployments", "Deploy*"] {
+        for kind in [
+            "Deployment",
+            "deployment",
+            "Deployment.apps",
+            "deployments",
+            "Deploy*",
+        ] {
             assert!(event.kind_is(kind), "{kind}");
         }
         for kind in ["Pod", "Deployment.extensions", "Deployment."] {

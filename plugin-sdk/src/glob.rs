@@ -35,7 +35,9 @@ pub fn matches(pattern: &str, text: &str) -> bool {
 
 /// Whether `text` matches any of `patterns`.
 pub fn matches_any<S: AsRef<str>>(patterns: &[S], text: &str) -> bool {
-    patterns.iter().any(|pattern| matches(pattern.as_ref(), text))
+    patterns
+        .iter()
+        .any(|pattern| matches(pattern.as_ref(), text))
 }
 
 #[cfg(test)]
@@ -47,7 +49,11 @@ mod tests {
         for (pattern, text, expected) in [
             ("*", "", true),
             ("*", "anything", true),
-            ("system:serviceaccount:*", "system:serviceaccount:kube-system:foo", true),
+            (
+                "system:serviceaccount:*",
+                "system:serviceaccount:kube-system:foo",
+                true,
+            ),
             ("system:serviceaccount:*", "alice", false),
             ("kube-*", "kube-system", true),
             ("kube-*", "default", false),

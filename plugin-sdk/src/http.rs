@@ -21,13 +21,18 @@ pub fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Result<Resp
     fields
         .append("content-length", body.len().to_string().as_bytes())
         .map_err(|error| format!("content-length: {error:?}"))?;
-    for (name, value) in headers.iter().filter(|(name, _)| !name.eq_ignore_ascii_case("content-length")) {
+    for (name, value) in headers
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
+    {
         fields
             .append(name, value.as_bytes())
             .map_err(|error| format!("header {name:?}: {error:?}"))?;
     }
     let request = OutgoingRequest::new(fields);
-    request.set_method(&Method::Post).map_err(|()| "method refused")?;
+    request
+        .set_method(&Method::Post)
+        .map_err(|()| "method refused")?;
     request
         .set_scheme(Some(&target.scheme))
         .map_err(|()| "scheme refused")?;
@@ -39,24 +44,17 @@ pub fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Result<Resp
         .map_err(|()| "path refused")?;
 
     let outgoing = request.body().map_err(|()| "request body unavailable")?;
-    let future = outgoing_handler::handle(request, None).map_err(|error| format!("{url}: {error:?}"))?;
-    {
-        let stream = outgoing.write().map_err(|()| "request body stream unavailable")?;
-        // The stream accepts at most 4 KiB per blocking write.
-        for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|error| format!("{url}: writing the body: {error:?}"))?;
-        }
-    }
-    OutgoingBody::finish(outgoing, None).map_err(|error| format!("{url}: {error:?}"))?;
-
+    let future =
+        outgoing_handler::handle(request, None).map_err(|error| format!("{url}: {error:?}"))?;
+    let written = write_body(outgoing, body);
     future.subscribe().block();
     let response = match future.get() {
         Some(Ok(Ok(response))) => response,
+        // A refused or failed request closes the body stream too: report the real cause.
         Some(Ok(Err(error))) => return Err(format!("{url}: {error:?}")),
         Some(Err(())) | None => return Err(format!("{url}: no response")),
     };
+    written.map_err(|error| format!("{url}: {error}"))?;
     let status = response.status();
     let mut body = Vec::new();
     if let Ok(incoming) = response.consume()
@@ -70,6 +68,21 @@ pub fn post(url: &str, headers: &[(String, String)], body: &[u8]) -> Result<Resp
         }
     }
     Ok(Response { status, body })
+}
+
+fn write_body(outgoing: OutgoingBody, body: &[u8]) -> Result<(), String> {
+    {
+        let stream = outgoing
+            .write()
+            .map_err(|()| "request body stream unavailable")?;
+        // The stream accepts at most 4 KiB per blocking write.
+        for chunk in body.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|error| format!("writing the body: {error:?}"))?;
+        }
+    }
+    OutgoingBody::finish(outgoing, None).map_err(|error| format!("finishing the body: {error:?}"))
 }
 
 /// Just enough of a URL for a request: scheme, authority, path and query.
@@ -97,7 +110,11 @@ impl Url {
         if authority.is_empty() {
             return Err(format!("{url:?}: no host"));
         }
-        let path = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
         Ok(Url {
             scheme,
             authority: authority.to_owned(),

@@ -105,7 +105,9 @@ macro_rules! export_predicate {
             struct Export;
 
             impl $crate::predicate::Guest for Export {
-                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                fn configure(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     let plugin = <$plugin as $crate::Predicate>::configure(&config)?;
                     PLUGIN
                         .set(plugin)
@@ -119,7 +121,7 @@ macro_rules! export_predicate {
                         None => $crate::Verdict::Capture,
                     }
                 }
-            }
+    }
 
             $crate::predicate::__export_predicate_world!(Export with_types_in $crate::predicate);
         };
@@ -136,7 +138,9 @@ macro_rules! export_sink {
             struct Export;
 
             impl $crate::sink::Guest for Export {
-                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                fn configure(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     let plugin = <$plugin as $crate::Sink>::configure(&config)?;
                     PLUGIN
                         .set(plugin)
@@ -151,7 +155,7 @@ macro_rules! export_sink {
                         None => Err(::std::string::String::from("sink used before configure")),
                     }
                 }
-            }
+    }
 
             $crate::sink::__export_sink_world!(Export with_types_in $crate::sink);
         };

@@ -31,7 +31,9 @@ fn expectation(review: &Value) -> Expect {
             }
             object
         };
-        if !request["oldObject"].is_null() && strip(&request["object"]) == strip(&request["oldObject"]) {
+        if !request["oldObject"].is_null()
+            && strip(&request["object"]) == strip(&request["oldObject"])
+        {
             return Expect::Noise;
         }
     }
@@ -58,14 +60,24 @@ async fn all_events(server: &Server) -> Vec<Value> {
 fn identity(review: &Value) -> Option<String> {
     let request = &review["request"];
     let uid = request["uid"].as_str().filter(|u| !u.is_empty())?;
-    let object = if request["object"].is_object() { &request["object"] } else { &request["oldObject"] };
+    let object = if request["object"].is_object() {
+        &request["object"]
+    } else {
+        &request["oldObject"]
+    };
     Some(format!(
         "{uid}|{}|{}|{}|{}|{}",
         request["operation"],
         request["resource"]["resource"],
         request["subResource"],
-        request["namespace"].as_str().or_else(|| object["metadata"]["namespace"].as_str()).unwrap_or(""),
-        request["name"].as_str().or_else(|| object["metadata"]["name"].as_str()).unwrap_or(""),
+        request["namespace"]
+            .as_str()
+            .or_else(|| object["metadata"]["namespace"].as_str())
+            .unwrap_or(""),
+        request["name"]
+            .as_str()
+            .or_else(|| object["metadata"]["name"].as_str())
+            .unwrap_or(""),
     ))
 }
 
@@ -81,14 +93,20 @@ async fn check_corpus(server: &Server, reviews: &[(String, Value)]) {
             answer["apiVersion"], review["apiVersion"],
             "{name}: answered in the version asked"
         );
-        if expectation(review) == Expect::Stored && identity(review).is_none_or(|key| seen.insert(key)) {
+        if expectation(review) == Expect::Stored
+            && identity(review).is_none_or(|key| seen.insert(key))
+        {
             expected_stored.push((name, review));
         }
     }
     let events = all_events(server).await;
     for (name, review) in &expected_stored {
         let request = &review["request"];
-        let object = if request["object"].is_object() { &request["object"] } else { &request["oldObject"] };
+        let object = if request["object"].is_object() {
+            &request["object"]
+        } else {
+            &request["oldObject"]
+        };
         let name_in_review = request["name"]
             .as_str()
             .filter(|n| !n.is_empty())
@@ -97,8 +115,16 @@ async fn check_corpus(server: &Server, reviews: &[(String, Value)]) {
             .unwrap_or("");
         let event = events
             .iter()
-            .find(|e| e["uid"] == request["uid"].as_str().unwrap_or("") && e["resource"]["name"] == name_in_review)
-            .unwrap_or_else(|| panic!("{name}: no stored event for uid {} / {name_in_review}", request["uid"]));
+            .find(|e| {
+                e["uid"] == request["uid"].as_str().unwrap_or("")
+                    && e["resource"]["name"] == name_in_review
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name}: no stored event for uid {} / {name_in_review}",
+                    request["uid"]
+                )
+            });
         let operation = request["operation"].as_str().unwrap().to_ascii_uppercase();
         assert_eq!(event["operation"], operation, "{name}");
         assert_eq!(
@@ -129,8 +155,14 @@ async fn check_corpus(server: &Server, reviews: &[(String, Value)]) {
             "CONNECT" => assert!(full["options"].is_object(), "{name}: {full}"),
             _ => {}
         }
-        assert!(full["object"]["metadata"]["managedFields"].is_null(), "{name}");
-        assert!(full["oldObject"]["metadata"]["managedFields"].is_null(), "{name}");
+        assert!(
+            full["object"]["metadata"]["managedFields"].is_null(),
+            "{name}"
+        );
+        assert!(
+            full["oldObject"]["metadata"]["managedFields"].is_null(),
+            "{name}"
+        );
     }
     assert_eq!(
         events.len(),
@@ -145,8 +177,14 @@ async fn every_hand_written_review_is_answered_and_stored() {
     let reviews = reviews_in(&own_fixtures().join("admission"));
     assert!(reviews.len() >= 10);
     check_corpus(&server, &reviews).await;
-    let noise = server.metric("logistis_admission_reviews_total{outcome=\"noise\"}").await.unwrap();
-    let dry_run = server.metric("logistis_admission_reviews_total{outcome=\"dry_run\"}").await.unwrap();
+    let noise = server
+        .metric("logistis_admission_reviews_total{outcome=\"noise\"}")
+        .await
+        .unwrap();
+    let dry_run = server
+        .metric("logistis_admission_reviews_total{outcome=\"dry_run\"}")
+        .await
+        .unwrap();
     assert_eq!((noise, dry_run), (1.0, 1.0));
 }
 
@@ -200,7 +238,10 @@ async fn secret_values_never_reach_the_disk() {
         "correct-horse-battery-staple".to_owned(),
         "Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5LXN0YXBsZQ==".to_owned(),
     ];
-    let mut reviews = vec![own_review("create-secret.json"), own_review("update-secret-password.json")];
+    let mut reviews = vec![
+        own_review("create-secret.json"),
+        own_review("update-secret-password.json"),
+    ];
     if let Some(corpus) = skip_without_corpus("secret_values_never_reach_the_disk (real Secret)") {
         let review = load_review(&corpus.join("admission/request-only-create-secret.json"));
         // The review without its secret parts: a decoded value that also appears there (the
@@ -209,7 +250,11 @@ async fn secret_values_never_reach_the_disk() {
         public["request"]["object"]["data"] = json!(null);
         public["request"]["object"]["metadata"]["annotations"] = json!(null);
         let public = public.to_string();
-        for value in review["request"]["object"]["data"].as_object().unwrap().values() {
+        for value in review["request"]["object"]["data"]
+            .as_object()
+            .unwrap()
+            .values()
+        {
             let encoded = value.as_str().unwrap().to_owned();
             let decoded = String::from_utf8(base64_decode(&encoded)).unwrap();
             plaintexts.push(encoded);
@@ -229,7 +274,12 @@ async fn secret_values_never_reach_the_disk() {
         .unwrap();
     let update = &events["items"][0];
     assert_eq!(update["operation"], "UPDATE");
-    let paths: Vec<&str> = update["patch"].as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = update["patch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["path"].as_str().unwrap())
+        .collect();
     assert!(paths.contains(&"/data/password"), "{paths:?}");
     assert!(server.terminate().unwrap().success());
 
@@ -269,11 +319,22 @@ async fn resent_dry_run_and_noise_only_reviews() {
     let create = own_review("create-deployment.json");
     server.admit(&create).await.unwrap();
     server.admit(&create).await.unwrap();
-    server.admit(&own_review("update-deployment-status-only.json")).await.unwrap();
-    server.admit(&own_review("create-configmap-dry-run.json")).await.unwrap();
+    server
+        .admit(&own_review("update-deployment-status-only.json"))
+        .await
+        .unwrap();
+    server
+        .admit(&own_review("create-configmap-dry-run.json"))
+        .await
+        .unwrap();
     let events = server.get_ok("/api/v1/events").await.unwrap();
     assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
-    for (outcome, count) in [("recorded", 1.0), ("deduplicated", 1.0), ("noise", 1.0), ("dry_run", 1.0)] {
+    for (outcome, count) in [
+        ("recorded", 1.0),
+        ("deduplicated", 1.0),
+        ("noise", 1.0),
+        ("dry_run", 1.0),
+    ] {
         let sample = format!("logistis_admission_reviews_total{{outcome=\"{outcome}\"}}");
         assert_eq!(server.metric(&sample).await.unwrap(), count, "{sample}");
     }
@@ -283,25 +344,78 @@ async fn resent_dry_run_and_noise_only_reviews() {
         .args(["--record-dry-run", "--record-noise"])
         .start()
         .unwrap();
-    server.admit(&own_review("create-configmap-dry-run.json")).await.unwrap();
-    server.admit(&own_review("update-deployment-status-only.json")).await.unwrap();
+    server
+        .admit(&own_review("create-configmap-dry-run.json"))
+        .await
+        .unwrap();
+    server
+        .admit(&own_review("update-deployment-status-only.json"))
+        .await
+        .unwrap();
     let events = server.get_ok("/api/v1/events").await.unwrap();
     let items = events["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{events}");
-    assert!(items.iter().any(|e| e["dryRun"] == true && e["resource"]["kind"] == "ConfigMap"));
-    assert!(items.iter().any(|e| e["resource"]["subresource"] == "status" && e["patch"] == json!([])));
+    assert!(
+        items
+            .iter()
+            .any(|e| e["dryRun"] == true && e["resource"]["kind"] == "ConfigMap")
+    );
+    assert!(
+        items
+            .iter()
+            .any(|e| e["resource"]["subresource"] == "status" && e["patch"] == json!([]))
+    );
 }
 
 #[tokio::test]
 async fn bad_bodies_get_a_4xx_and_change_nothing() {
-    let server = Server::builder().args(["--max-body-size", "64Ki"]).start().unwrap();
+    let server = Server::builder()
+        .args(["--max-body-size", "64Ki"])
+        .start()
+        .unwrap();
     let cases: Vec<(&str, Vec<u8>, &str, u16, &str)> = vec![
-        ("malformed JSON", b"{\"apiVersion\": ".to_vec(), "application/json", 400, "not a valid AdmissionReview"),
-        ("no request", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), "application/json", 400, "no request"),
-        ("wrong version", br#"{"apiVersion":"admission.k8s.io/v2","request":{}}"#.to_vec(), "application/json", 400, "unsupported"),
-        ("a JSON array", b"[]".to_vec(), "application/json", 400, "expected a JSON object"),
-        ("YAML", b"request: {}".to_vec(), "application/yaml", 415, "application/json"),
-        ("oversized", vec![b' '; 100 * 1024], "application/json", 413, "limit"),
+        (
+            "malformed JSON",
+            b"{\"apiVersion\": ".to_vec(),
+            "application/json",
+            400,
+            "not a valid AdmissionReview",
+        ),
+        (
+            "no request",
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            "application/json",
+            400,
+            "no request",
+        ),
+        (
+            "wrong version",
+            br#"{"apiVersion":"admission.k8s.io/v2","request":{}}"#.to_vec(),
+            "application/json",
+            400,
+            "unsupported",
+        ),
+        (
+            "a JSON array",
+            b"[]".to_vec(),
+            "application/json",
+            400,
+            "expected a JSON object",
+        ),
+        (
+            "YAML",
+            b"request: {}".to_vec(),
+            "application/yaml",
+            415,
+            "application/json",
+        ),
+        (
+            "oversized",
+            vec![b' '; 100 * 1024],
+            "application/json",
+            413,
+            "limit",
+        ),
     ];
     for (what, body, content_type, status, needle) in cases {
         let response = server
@@ -314,12 +428,21 @@ async fn bad_bodies_get_a_4xx_and_change_nothing() {
             .unwrap();
         assert_eq!(response.status().as_u16(), status, "{what}");
         let body: Value = response.json().await.unwrap();
-        assert!(body["error"].as_str().unwrap().contains(needle), "{what}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{what}: {body}"
+        );
     }
     // The server is unharmed and still records.
-    server.admit(&own_review("create-deployment.json")).await.unwrap();
+    server
+        .admit(&own_review("create-deployment.json"))
+        .await
+        .unwrap();
     let events = server.get_ok("/api/v1/events").await.unwrap();
     assert_eq!(events["items"].as_array().unwrap().len(), 1);
-    let bad = server.metric("logistis_admission_reviews_total{outcome=\"bad_request\"}").await.unwrap();
+    let bad = server
+        .metric("logistis_admission_reviews_total{outcome=\"bad_request\"}")
+        .await
+        .unwrap();
     assert_eq!(bad, 6.0);
 }

@@ -703,8 +703,17 @@ async fn real_reviews_through_the_cli() -> Result<()> {
     let cli = Direct::new(&server)?;
 
     let overview = cli.ok(&[]).await;
-    let header: Vec<&str> = overview.lines().next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(header[..4], ["NAMESPACE", "CHANGES", "LAST", "CHANGE"], "{overview}");
+    let header: Vec<&str> = overview
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header[..4],
+        ["NAMESPACE", "CHANGES", "LAST", "CHANGE"],
+        "{overview}"
+    );
     let row = |namespace: &str| {
         overview
             .lines()
@@ -718,7 +727,13 @@ async fn real_reviews_through_the_cli() -> Result<()> {
         "{overview}"
     );
     // Cluster-scoped objects (and reviews that name no namespace at all) share one row.
-    assert!(row("(cluster)").split_whitespace().nth(1).is_some_and(|n| n.parse::<u32>().unwrap_or(0) >= 2), "{overview}");
+    assert!(
+        row("(cluster)")
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|n| n.parse::<u32>().unwrap_or(0) >= 2),
+        "{overview}"
+    );
     assert!(
         row("colin-coder").contains("Pod/echo-pod")
             && row("colin-coder").ends_with("colin@coder.com"),
@@ -1008,7 +1023,9 @@ async fn through_the_kubernetes_api_with_the_kubeconfig() -> Result<()> {
     );
     let via_kubectl = run(
         &kubectl,
-        &["blame", "deploy", "web", "--color", "never", "--time", "full"],
+        &[
+            "blame", "deploy", "web", "--color", "never", "--time", "full",
+        ],
         &config,
         Some(&path),
     )

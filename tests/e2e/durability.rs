@@ -18,15 +18,24 @@ async fn everything_reads_back_after_a_restart() {
     }
     let before = server.get_ok("/api/v1/events?limit=1000").await.unwrap();
     let namespaces_before = server.get_ok("/api/v1/namespaces").await.unwrap();
-    assert!(server.terminate().unwrap().success(), "SIGTERM is a clean exit");
+    assert!(
+        server.terminate().unwrap().success(),
+        "SIGTERM is a clean exit"
+    );
 
     let server = Server::builder().data_dir(&data).start().unwrap();
     let after = server.get_ok("/api/v1/events?limit=1000").await.unwrap();
     assert_eq!(before, after);
-    assert_eq!(namespaces_before, server.get_ok("/api/v1/namespaces").await.unwrap());
+    assert_eq!(
+        namespaces_before,
+        server.get_ok("/api/v1/namespaces").await.unwrap()
+    );
     for event in after["items"].as_array().unwrap() {
         let id = event["id"].as_str().unwrap();
-        let full = server.get_ok(&format!("/api/v1/events/{id}")).await.unwrap();
+        let full = server
+            .get_ok(&format!("/api/v1/events/{id}"))
+            .await
+            .unwrap();
         assert_eq!(full["uid"], event["uid"]);
     }
 }
@@ -69,7 +78,9 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
                     .send()
                     .await;
                 let Ok(response) = response else { break };
-                let Ok(answer) = response.json::<Value>().await else { break };
+                let Ok(answer) = response.json::<Value>().await else {
+                    break;
+                };
                 if answer["response"]["allowed"] == true {
                     acknowledged.lock().await.push(n);
                 }
@@ -112,7 +123,12 @@ async fn kill_9_under_load_loses_no_acknowledged_event() {
         .iter()
         .filter(|n| !stored.contains(&format!("load-{n:06}")))
         .collect();
-    assert!(lost.is_empty(), "{} acknowledged events lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
     eprintln!(
         "kill -9 after {} acknowledged reviews: all {} found ({} stored in all)",
         acknowledged.len(),

@@ -4,10 +4,10 @@
 //! One test binary, one module per area. Helpers are in `tests/support`.
 
 mod admission;
+mod cli;
 mod durability;
 mod history;
-mod query;
-mod serve;
-mod cli;
 mod plugins;
+mod query;
 mod reload;
+mod serve;

@@ -24,7 +24,13 @@ fn names(list: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{} {}", e["operation"].as_str().unwrap(), e["resource"]["name"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["operation"].as_str().unwrap(),
+                e["resource"]["name"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -36,23 +42,46 @@ async fn filters_select_and_order_newest_first() {
         .get_ok("/api/v1/events?namespace=shop&kind=deployment&name=web")
         .await
         .unwrap();
-    assert_eq!(names(&web), ["DELETE web", "UPDATE web", "UPDATE web", "UPDATE web", "CREATE web"]);
+    assert_eq!(
+        names(&web),
+        [
+            "DELETE web",
+            "UPDATE web",
+            "UPDATE web",
+            "UPDATE web",
+            "CREATE web"
+        ]
+    );
     let web_apps = server
-        .get_ok("/api/v1/events?group=apps&kind=Deployment&namespace=shop&name=web&operation=update")
+        .get_ok(
+            "/api/v1/events?group=apps&kind=Deployment&namespace=shop&name=web&operation=update",
+        )
         .await
         .unwrap();
     assert_eq!(web_apps["items"].as_array().unwrap().len(), 3);
-    let bob = server.get_ok("/api/v1/events?user=bob@example.com").await.unwrap();
-    assert_eq!(names(&bob), ["CONNECT web-7d9f8-abcde", "UPDATE web", "UPDATE web"]);
+    let bob = server
+        .get_ok("/api/v1/events?user=bob@example.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&bob),
+        ["CONNECT web-7d9f8-abcde", "UPDATE web", "UPDATE web"]
+    );
     let cluster = server.get_ok("/api/v1/events?namespace=_").await.unwrap();
     assert_eq!(names(&cluster), ["CREATE shop"]);
     let secrets = server.get_ok("/api/v1/events?kind=SECRET").await.unwrap();
     assert_eq!(names(&secrets), ["CREATE db-credentials"]);
     let recent = server.get_ok("/api/v1/events?since=1h").await.unwrap();
     assert_eq!(recent["items"].as_array().unwrap().len(), 8);
-    let future = server.get_ok("/api/v1/events?since=2099-01-01T00:00:00Z").await.unwrap();
+    let future = server
+        .get_ok("/api/v1/events?since=2099-01-01T00:00:00Z")
+        .await
+        .unwrap();
     assert!(future["items"].as_array().unwrap().is_empty());
-    let past = server.get_ok("/api/v1/events?until=2020-01-01T00:00:00Z").await.unwrap();
+    let past = server
+        .get_ok("/api/v1/events?until=2020-01-01T00:00:00Z")
+        .await
+        .unwrap();
     assert!(past["items"].as_array().unwrap().is_empty());
 
     // One event, with its objects and the exact patch.
@@ -62,11 +91,17 @@ async fn filters_select_and_order_newest_first() {
         .get_ok(&format!("/api/v1/events/{}", scale["id"].as_str().unwrap()))
         .await
         .unwrap();
-    assert_eq!(full["patch"], json!([{"op": "replace", "path": "/spec/replicas", "value": 0}]));
+    assert_eq!(
+        full["patch"],
+        json!([{"op": "replace", "path": "/spec/replicas", "value": 0}])
+    );
     assert_eq!(full["object"]["kind"], "Scale");
     assert_eq!(full["user"]["username"], "bob@example.com");
     let time = full["time"].as_str().unwrap();
-    assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok() && time.contains('.'), "{time}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(time).is_ok() && time.contains('.'),
+        "{time}"
+    );
 
     let namespaces = server.get_ok("/api/v1/namespaces").await.unwrap();
     let shop = namespaces["items"]
@@ -99,7 +134,13 @@ async fn pages_cover_everything_once() {
         };
         let page = server.get_ok(&path).await.unwrap();
         pages += 1;
-        seen.extend(page["items"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned()),
+        );
         match page["continue"].as_str() {
             Some(next) => token = Some(next.to_owned()),
             None => break,
@@ -112,7 +153,11 @@ async fn pages_cover_everything_once() {
     sorted.dedup();
     assert_eq!(sorted, seen, "newest first, no repeats");
     let default = server.get_ok("/api/v1/events").await.unwrap();
-    assert_eq!(default["items"].as_array().unwrap().len(), 50, "default limit");
+    assert_eq!(
+        default["items"].as_array().unwrap().len(),
+        50,
+        "default limit"
+    );
 }
 
 #[tokio::test]
@@ -131,7 +176,10 @@ async fn bad_parameters_are_400_with_a_message() {
     ] {
         let (status, body) = server.get(query).await.unwrap();
         assert_eq!(status, 400, "{query}: {body}");
-        assert!(body["error"].as_str().unwrap().contains(needle), "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{query}: {body}"
+        );
     }
     let (status, body) = server.get("/api/v1/events/0000000000000001").await.unwrap();
     assert_eq!(status, 404, "{body}");
@@ -139,7 +187,10 @@ async fn bad_parameters_are_400_with_a_message() {
 
 #[tokio::test]
 async fn retention_keeps_the_newest_versions_of_each_object() {
-    let server = Server::builder().args(["--max-versions-per-object", "3"]).start().unwrap();
+    let server = Server::builder()
+        .args(["--max-versions-per-object", "3"])
+        .start()
+        .unwrap();
     let base = own_review("update-deployment-replicas.json");
     for n in 0..6 {
         let mut review = with_uid(&base, &format!("ret-{n}"));
@@ -155,13 +206,21 @@ async fn retention_keeps_the_newest_versions_of_each_object() {
             .unwrap();
         remaining = web["items"].as_array().unwrap().len();
         if remaining == 3 {
-            let uids: Vec<&str> = web["items"].as_array().unwrap().iter().map(|e| e["uid"].as_str().unwrap()).collect();
+            let uids: Vec<&str> = web["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["uid"].as_str().unwrap())
+                .collect();
             assert_eq!(uids, ["ret-5", "ret-4", "ret-3"]);
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(remaining, 3);
-    let removed = server.metric("logistis_store_retention_removed_events_total").await.unwrap();
+    let removed = server
+        .metric("logistis_store_retention_removed_events_total")
+        .await
+        .unwrap();
     assert_eq!(removed, 3.0);
 }

@@ -7,13 +7,47 @@ use logistis_e2e::*;
 fn bad_flags_are_one_line_and_exit_2() {
     for (args, needle) in [
         (vec!["serve"], "--self-signed"),
-        (vec!["serve", "--self-signed", "--retention", "forever-ish"], "--retention"),
-        (vec!["serve", "--self-signed", "--max-store-size", "10Q"], "--max-store-size"),
-        (vec!["serve", "--self-signed", "--query-plain-http", "--query-listen", "0.0.0.0:8081"], "loopback"),
-        (vec!["serve", "--self-signed", "--plugins-dir", "/nonexistent/plugins"], "--plugins-dir"),
-        (vec!["serve", "--self-signed", "--durability", "eventually"], "durability"),
+        (
+            vec!["serve", "--self-signed", "--retention", "forever-ish"],
+            "--retention",
+        ),
+        (
+            vec!["serve", "--self-signed", "--max-store-size", "10Q"],
+            "--max-store-size",
+        ),
+        (
+            vec![
+                "serve",
+                "--self-signed",
+                "--query-plain-http",
+                "--query-listen",
+                "0.0.0.0:8081",
+            ],
+            "loopback",
+        ),
+        (
+            vec![
+                "serve",
+                "--self-signed",
+                "--plugins-dir",
+                "/nonexistent/plugins",
+            ],
+            "--plugins-dir",
+        ),
+        (
+            vec!["serve", "--self-signed", "--durability", "eventually"],
+            "durability",
+        ),
         (vec!["serve", "--tls-cert", "cert.pem"], "--tls-key"),
-        (vec!["serve", "--self-signed", "--config", "/nonexistent/logistis.yaml"], "config file"),
+        (
+            vec![
+                "serve",
+                "--self-signed",
+                "--config",
+                "/nonexistent/logistis.yaml",
+            ],
+            "config file",
+        ),
     ] {
         let output = run_logistis(&args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -30,7 +64,10 @@ async fn health_metrics_and_shutdown() {
         let (status, _) = server.get(path).await.unwrap();
         assert_eq!(status, 200, "{path}");
     }
-    server.admit(&own_review("create-deployment.json")).await.unwrap();
+    server
+        .admit(&own_review("create-deployment.json"))
+        .await
+        .unwrap();
     let metrics = server.metrics().await.unwrap();
     for name in [
         "logistis_admission_request_duration_seconds_bucket{le=\"0.0001\"}",
@@ -44,15 +81,29 @@ async fn health_metrics_and_shutdown() {
     let livez = server.webhook_url.replace("/validate", "/livez");
     assert_eq!(server.client.get(livez).send().await.unwrap().status(), 200);
     assert!(server.terminate().unwrap().success());
-    assert!(server.log().contains("logistis stopped; the store is flushed"), "{}", server.log());
+    assert!(
+        server
+            .log()
+            .contains("logistis stopped; the store is flushed"),
+        "{}",
+        server.log()
+    );
 }
 
 #[tokio::test]
 async fn plain_http_query_listener_on_loopback_when_asked() {
     let server = Server::builder().arg("--query-plain-http").start().unwrap();
-    assert!(server.query_url.starts_with("http://127.0.0.1:"), "{}", server.query_url);
+    assert!(
+        server.query_url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.query_url
+    );
     let plain = reqwest::Client::new();
-    let response = plain.get(format!("{}/api/v1/events", server.query_url)).send().await.unwrap();
+    let response = plain
+        .get(format!("{}/api/v1/events", server.query_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     // The webhook stays HTTPS.
     assert!(server.webhook_url.starts_with("https://"));
@@ -82,7 +133,13 @@ async fn rotated_certificates_are_served_without_a_restart() {
     std::fs::create_dir_all(&data).unwrap();
     // Started by hand: this server uses files, not --self-signed.
     let mut child = std::process::Command::new(cargo_bin("logistis", "logistis"))
-        .args(["serve", "--webhook-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--webhook-listen",
+            "127.0.0.1:0",
+            "--query-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--tls-cert")
         .arg(&cert)
         .arg("--tls-key")
@@ -97,7 +154,10 @@ async fn rotated_certificates_are_served_without_a_restart() {
     let query = {
         use std::io::BufRead;
         let mut query = None;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(url) = line.strip_prefix("query: ") {
                 query = Some(url.to_owned());
                 break;
@@ -107,7 +167,9 @@ async fn rotated_certificates_are_served_without_a_restart() {
     };
     let trusting = |server: &Server| {
         reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&server.ca_path).unwrap()).unwrap())
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(&server.ca_path).unwrap()).unwrap(),
+            )
             .build()
             .unwrap()
     };

@@ -35,7 +35,9 @@ pub fn shared_fixtures() -> Option<PathBuf> {
 pub fn skip_without_corpus(test: &str) -> Option<PathBuf> {
     let dir = shared_fixtures();
     if dir.is_none() {
-        eprintln!("SKIPPED {test}: ../shared/fixtures is not beside the repository (the real-payload corpus); the hand-written fixtures still ran");
+        eprintln!(
+            "SKIPPED {test}: ../shared/fixtures is not beside the repository (the real-payload corpus); the hand-written fixtures still ran"
+        );
     }
     dir
 }
@@ -74,7 +76,10 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
             .current_dir(repo_root())
             .status()
             .unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
-        assert!(status.success(), "building {bin} failed: see the cargo output above");
+        assert!(
+            status.success(),
+            "building {bin} failed: see the cargo output above"
+        );
         built.push(bin.to_owned());
     }
     assert!(path.is_file(), "{} was not built", path.display());
@@ -89,7 +94,8 @@ pub fn wrap_request(request: Value) -> Value {
 /// Load a fixture file as a full AdmissionReview.
 pub fn load_review(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let value: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     if value.get("request").is_some() {
         value
     } else {
@@ -182,9 +188,18 @@ impl ServerBuilder {
             .arg("--self-signed")
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--webhook-listen", "127.0.0.1:0", "--query-listen", "127.0.0.1:0"])
+            .args([
+                "--webhook-listen",
+                "127.0.0.1:0",
+                "--query-listen",
+                "127.0.0.1:0",
+            ])
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("LOGISTIS_TEST_LOG").unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("LOGISTIS_TEST_LOG")
+                    .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
+            )
             .envs(self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -219,7 +234,8 @@ impl ServerBuilder {
                 ca_path = PathBuf::from(path);
             }
         }
-        let ca = std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+        let ca =
+            std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
         let client = reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
             .timeout(Duration::from_secs(60))
@@ -268,7 +284,10 @@ impl Server {
         }
         let uid = review["request"]["uid"].as_str().unwrap_or("");
         if body["response"]["uid"] != uid {
-            bail!("answer carries uid {} instead of {uid}", body["response"]["uid"]);
+            bail!(
+                "answer carries uid {} instead of {uid}",
+                body["response"]["uid"]
+            );
         }
         Ok(body)
     }
@@ -311,7 +330,13 @@ impl Server {
         let text = self.metrics().await?;
         Ok(text
             .lines()
-            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+            .find_map(|line| {
+                line.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0.0))
     }
 

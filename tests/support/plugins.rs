@@ -40,13 +40,21 @@ pub fn rust_plugin(package: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
-        command
-            .current_dir(repo_root())
-            .args(["build", "--quiet", "--profile", "plugin", "--target", "wasm32-wasip2"]);
+        command.current_dir(repo_root()).args([
+            "build",
+            "--quiet",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+        ]);
         for package in RUST_PLUGINS {
             command.args(["-p", package]);
         }
-        run(&mut command, "cargo build --target wasm32-wasip2 (the Rust plugins)");
+        run(
+            &mut command,
+            "cargo build --target wasm32-wasip2 (the Rust plugins)",
+        );
     });
     let path = wasm_dir().join(format!("{}.wasm", package.replace('-', "_")));
     assert!(path.is_file(), "{} was not built", path.display());
@@ -59,6 +67,15 @@ fn wasm_dir() -> PathBuf {
         .parent()
         .expect("target/<profile> has a parent")
         .join("wasm32-wasip2/plugin")
+}
+
+/// A compiled-component cache shared by every server the tests start
+/// (`--plugins-cache-dir`): each component is compiled once per target dir, not once per
+/// test — a Python or JavaScript component takes seconds to compile, milliseconds to load.
+pub fn shared_cache_dir() -> PathBuf {
+    let dir = wasm_dir().join("compiled-cache");
+    std::fs::create_dir_all(&dir).expect("create the compiled plugin cache dir");
+    dir
 }
 
 /// Where built foreign-language plugins go (inside the target dir, never the sources).
@@ -139,7 +156,11 @@ impl ConfigMapDir {
     pub fn publish(&mut self, files: &[(&str, Vec<u8>)]) {
         self.version += 1;
         let root = self.dir.path();
-        let version_dir = root.join(format!("..2026_01_01_00_00_{:02}.{}", self.version, std::process::id()));
+        let version_dir = root.join(format!(
+            "..2026_01_01_00_00_{:02}.{}",
+            self.version,
+            std::process::id()
+        ));
         std::fs::create_dir(&version_dir).unwrap();
         for (name, bytes) in files {
             std::fs::write(version_dir.join(name), bytes).unwrap();

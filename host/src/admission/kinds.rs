@@ -29,15 +29,27 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
     ("apps", "daemonsets", "DaemonSet"),
     ("batch", "jobs", "Job"),
     ("batch", "cronjobs", "CronJob"),
-    ("autoscaling", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    (
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+    ),
     ("networking.k8s.io", "ingresses", "Ingress"),
     ("networking.k8s.io", "networkpolicies", "NetworkPolicy"),
     ("policy", "poddisruptionbudgets", "PodDisruptionBudget"),
     ("rbac.authorization.k8s.io", "roles", "Role"),
     ("rbac.authorization.k8s.io", "rolebindings", "RoleBinding"),
     ("rbac.authorization.k8s.io", "clusterroles", "ClusterRole"),
-    ("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding"),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition"),
+    (
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+    ),
+    (
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+    ),
 ];
 
 /// Resolves the Kind of a (group, resource) pair; learns new pairs as requests arrive.
@@ -85,9 +97,15 @@ mod tests {
     #[test]
     fn knows_core_kinds_and_learns_custom_ones() {
         let table = KindTable::default();
-        assert_eq!(table.kind_of("apps", "deployments").as_deref(), Some("Deployment"));
+        assert_eq!(
+            table.kind_of("apps", "deployments").as_deref(),
+            Some("Deployment")
+        );
         assert_eq!(table.kind_of("example.com", "widgets"), None);
         table.learn("example.com", "widgets", "Widget");
-        assert_eq!(table.kind_of("example.com", "widgets").as_deref(), Some("Widget"));
+        assert_eq!(
+            table.kind_of("example.com", "widgets").as_deref(),
+            Some("Widget")
+        );
     }
 }

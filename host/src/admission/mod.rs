@@ -72,7 +72,11 @@ pub fn build_event(
         None
     };
 
-    if redact::is_secret(&resource.group, &resource.kind, object.as_ref().or(old_object.as_ref())) {
+    if redact::is_secret(
+        &resource.group,
+        &resource.kind,
+        object.as_ref().or(old_object.as_ref()),
+    ) {
         for object in [&mut object, &mut old_object].into_iter().flatten() {
             redactor.redact_secret(object);
         }
@@ -106,7 +110,8 @@ pub fn build_event(
         .and_then(|o| o.get("fieldManager"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    let dedupe_key = (!request.uid.is_empty()).then(|| dedupe_key(&request.uid, &operation, &resource));
+    let dedupe_key =
+        (!request.uid.is_empty()).then(|| dedupe_key(&request.uid, &operation, &resource));
     let user = UserInfo {
         username: request.user_info.username,
         uid: request.user_info.uid,
@@ -135,7 +140,11 @@ pub fn build_event(
 }
 
 /// The request's resource, filled in from the object where the request is silent.
-fn resource_ref(request: &AdmissionRequest, object: Option<&Value>, kinds: &KindTable) -> ResourceRef {
+fn resource_ref(
+    request: &AdmissionRequest,
+    object: Option<&Value>,
+    kinds: &KindTable,
+) -> ResourceRef {
     let metadata = |field: &str| {
         object
             .and_then(|o| o.get("metadata"))
@@ -151,12 +160,19 @@ fn resource_ref(request: &AdmissionRequest, object: Option<&Value>, kinds: &Kind
     if kind.is_empty()
         && let Some(object) = object
     {
-        let api_version = object.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g.to_owned(), v.to_owned()),
             None => (String::new(), api_version.to_owned()),
         };
-        kind = object.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+        kind = object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
     }
     let (resource, resource_group) = match &request.resource {
         Some(gvr) => (gvr.resource.clone(), gvr.group.clone()),

@@ -57,9 +57,13 @@ mod tests {
 
     #[test]
     fn drop_managed_fields_keeps_the_rest() {
-        let mut object = json!({"metadata": {"name": "a", "managedFields": [], "resourceVersion": "1"}});
+        let mut object =
+            json!({"metadata": {"name": "a", "managedFields": [], "resourceVersion": "1"}});
         drop_managed_fields(&mut object);
-        assert_eq!(object, json!({"metadata": {"name": "a", "resourceVersion": "1"}}));
+        assert_eq!(
+            object,
+            json!({"metadata": {"name": "a", "resourceVersion": "1"}})
+        );
     }
 
     #[test]

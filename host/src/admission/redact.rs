@@ -146,7 +146,9 @@ mod tests {
         let password = secret["data"]["password"].as_str().unwrap();
         assert!(password.starts_with(REDACTED_PREFIX));
         // The annotation still parses, with the same hash for the same value.
-        let annotation = secret["metadata"]["annotations"][LAST_APPLIED].as_str().unwrap();
+        let annotation = secret["metadata"]["annotations"][LAST_APPLIED]
+            .as_str()
+            .unwrap();
         let applied: Value = serde_json::from_str(annotation).unwrap();
         assert_eq!(applied["data"]["password"], password);
         assert_eq!(secret["metadata"]["annotations"]["team"], "a");
@@ -176,7 +178,15 @@ mod tests {
     fn recognises_secrets() {
         assert!(is_secret("", "Secret", None));
         assert!(!is_secret("example.com", "Secret", None));
-        assert!(is_secret("", "", Some(&json!({"apiVersion": "v1", "kind": "Secret"}))));
-        assert!(!is_secret("", "ConfigMap", Some(&json!({"kind": "ConfigMap"}))));
+        assert!(is_secret(
+            "",
+            "",
+            Some(&json!({"apiVersion": "v1", "kind": "Secret"}))
+        ));
+        assert!(!is_secret(
+            "",
+            "ConfigMap",
+            Some(&json!({"kind": "ConfigMap"}))
+        ));
     }
 }

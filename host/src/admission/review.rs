@@ -121,7 +121,9 @@ pub enum ReviewError {
     Json(#[source] serde_json::Error),
     #[error("the body is not a valid AdmissionReview JSON document: expected a JSON object")]
     NotAnObject,
-    #[error("unsupported AdmissionReview apiVersion {0:?} (expected admission.k8s.io/v1 or v1beta1)")]
+    #[error(
+        "unsupported AdmissionReview apiVersion {0:?} (expected admission.k8s.io/v1 or v1beta1)"
+    )]
     ApiVersion(String),
     #[error("the AdmissionReview has no request")]
     NoRequest,

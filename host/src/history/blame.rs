@@ -16,7 +16,7 @@ use logistis_api::{Blame, BlameLine};
 use serde_json::{Map, Value};
 
 use super::Error;
-use super::path::{FieldPath, Segment, scalar_text};
+use super::path::{FieldPath, Segment, scalar_text, step_into};
 use super::versions::{Timeline, Version};
 
 /// Fields that identify an element of a list of maps, in the order they are tried: the
@@ -63,10 +63,11 @@ pub fn blame(timeline: &Timeline) -> Result<Blame, Error> {
         version: newest.summary.version,
         source,
     })?;
+    let mut parents = ParentCache::default();
     let lines = lines
         .into_iter()
         .map(|line| {
-            let owner = &generation[owner_index(generation, &line)].summary;
+            let owner = &generation[owner_index(generation, &line, &mut parents)].summary;
             BlameLine {
                 line: line.text,
                 version: owner.version,
@@ -90,14 +91,45 @@ pub fn blame(timeline: &Timeline) -> Result<Blame, Error> {
     })
 }
 
+/// The parent node of the current line in each version, looked up once per run of sibling
+/// lines: lines come in document order, so most lines share the previous line's parent and
+/// cost one step per version instead of a walk from the root.
+#[derive(Default)]
+struct ParentCache<'a> {
+    parent: Option<FieldPath>,
+    /// Per version of the generation: not looked up yet, or the lookup's result.
+    nodes: Vec<Option<Option<&'a Value>>>,
+}
+
+impl<'a> ParentCache<'a> {
+    /// The value of `line`'s field in `version` (index `index` of the generation).
+    fn value(&mut self, generation: &'a [Version], index: usize, line: &Line) -> Option<&'a Value> {
+        let Some((last, parent)) = line.identity.segments.split_last() else {
+            return Some(&generation[index].object);
+        };
+        if self.parent.as_ref().is_none_or(|p| p.segments != parent) {
+            self.parent = Some(FieldPath {
+                segments: parent.to_vec(),
+            });
+            self.nodes = vec![None; generation.len()];
+        }
+        let node = *self.nodes[index].get_or_insert_with(|| {
+            self.parent
+                .as_ref()
+                .and_then(|p| p.lookup(&generation[index].object))
+        });
+        node.and_then(|node| step_into(node, last))
+    }
+}
+
 /// The oldest version of the run, ending at the newest, in which the line looks as it does
 /// now: the one that last set it.
-fn owner_index(generation: &[Version], line: &Line) -> usize {
+fn owner_index<'a>(generation: &'a [Version], line: &Line, parents: &mut ParentCache<'a>) -> usize {
     let newest = generation.len() - 1;
-    let shown = line.identity.lookup(&generation[newest].object);
+    let shown = parents.value(generation, newest, line);
     let mut owner = newest;
     while owner > 0 {
-        let before = line.identity.lookup(&generation[owner - 1].object);
+        let before = parents.value(generation, owner - 1, line);
         let same = match line.track {
             Track::Value => before == shown,
             Track::Presence => before.is_some(),

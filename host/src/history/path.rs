@@ -135,6 +135,11 @@ impl FieldPath {
     }
 }
 
+/// One step down from `value`, if the field exists.
+pub fn step_into<'a>(value: &'a Value, segment: &Segment) -> Option<&'a Value> {
+    step(value, segment).map(|(_, v)| v)
+}
+
 /// One step down: the token of the concrete pointer and the value reached.
 fn step<'a>(value: &'a Value, segment: &Segment) -> Option<(String, &'a Value)> {
     match (segment, value) {
@@ -264,28 +269,6 @@ impl fmt::Display for FieldPath {
     }
 }
 
-/// The dotted form of a concrete JSON pointer (from a patch), for summaries.
-pub fn dotted(pointer: &str) -> String {
-    FieldPath::parse(if pointer.is_empty() { "" } else { pointer })
-        .map(|path| {
-            // Pointer tokens are keys; show numeric tokens as indices, as users write them.
-            let segments = path
-                .segments
-                .into_iter()
-                .map(|segment| match segment {
-                    Segment::Key(key)
-                        if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) =>
-                    {
-                        key.parse().map_or(Segment::Key(key), Segment::Index)
-                    }
-                    other => other,
-                })
-                .collect();
-            FieldPath { segments }.to_string()
-        })
-        .unwrap_or_else(|_| pointer.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -379,18 +362,5 @@ mod tests {
                 .lookup(&object),
             None
         );
-    }
-
-    #[test]
-    fn dotted_shows_pointer_indices_as_brackets() {
-        assert_eq!(
-            dotted("/spec/containers/0/image"),
-            "spec.containers[0].image"
-        );
-        assert_eq!(
-            dotted("/metadata/labels/app.kubernetes.io~1name"),
-            r#"metadata.labels["app.kubernetes.io/name"]"#
-        );
-        assert_eq!(dotted(""), "");
     }
 }

@@ -12,7 +12,7 @@ use logistis_api::{Event, GenerationSummary, ObjectRef, Operation, VersionList, 
 use serde_json::Value;
 
 use super::Error;
-use super::path::dotted;
+use super::path::{FieldPath, Segment};
 use crate::admission::noise;
 
 /// At most this many changed paths are listed per version: a version that rewrote a whole
@@ -48,7 +48,7 @@ impl Timeline {
         }
         let mut versions: Vec<Version> = Vec::with_capacity(events.len());
         let mut generation = 0;
-        for (position, event) in (1..).zip(events) {
+        for (position, mut event) in (1..).zip(events) {
             let number = trimmed_events + position;
             if event.dry_run
                 || !matches!(
@@ -59,7 +59,7 @@ impl Timeline {
                 continue;
             }
             let previous = versions.last();
-            let Some((state, deleted)) = rebuild(&event, previous.map(|v| &v.object)) else {
+            let Some((state, deleted)) = rebuild(&mut event, previous.map(|v| &v.object)) else {
                 continue;
             };
             let starts_generation = previous.is_none_or(|previous| {
@@ -194,12 +194,19 @@ impl Timeline {
 /// The object after `event`, noise stripped, and whether the event deleted it; `None` when
 /// the event is not a state of the object or cannot be rebuilt (a scale with no version
 /// before it, an UPDATE with neither object nor previous version).
-fn rebuild(event: &Event, previous: Option<&Value>) -> Option<(Value, bool)> {
+fn rebuild(event: &mut Event, previous: Option<&Value>) -> Option<(Value, bool)> {
+    // The objects are moved out of the event, not cloned: a history answer rebuilds every
+    // version of the object on each request.
+    let stripped = |object: Value| {
+        let mut object = object;
+        noise::strip_in_place(&mut object);
+        object
+    };
     if event.operation == Operation::Delete {
         let state = event
             .old_object
-            .as_ref()
-            .map(noise::strip)
+            .take()
+            .map(stripped)
             .or_else(|| previous.cloned())?;
         return Some((state, true));
     }
@@ -220,14 +227,14 @@ fn rebuild(event: &Event, previous: Option<&Value>) -> Option<(Value, bool)> {
             .insert("replicas".to_owned(), replicas);
         return Some((state, false));
     }
-    match &event.object {
-        Some(object) if is_state_of(object, &event.resource.kind) => {
-            Some((noise::strip(object), false))
+    match event.object.take() {
+        Some(object) if is_state_of(&object, &event.resource.kind) => {
+            Some((stripped(object), false))
         }
         Some(_) => None,
         None => {
             let mut state = previous?.clone();
-            let patch: json_patch::Patch = serde_json::from_value(event.patch.clone()).ok()?;
+            let patch: json_patch::Patch = serde_json::from_value(event.patch.take()).ok()?;
             json_patch::patch(&mut state, &patch).ok()?;
             Some((state, false))
         }
@@ -244,14 +251,58 @@ fn is_state_of(object: &Value, kind: &str) -> bool {
         .is_none_or(|k| k.eq_ignore_ascii_case(kind))
 }
 
-/// Dotted paths of the fields that differ between two versions.
+/// Dotted paths of the fields that differ between two versions (list elements by index),
+/// at most `MAX_CHANGED_PATHS`. Walks both trees without building a patch: this runs for
+/// every version of every history answer.
 pub fn changed_paths(before: &Value, after: &Value) -> Vec<String> {
-    json_patch::diff(before, after)
-        .0
-        .iter()
-        .take(MAX_CHANGED_PATHS)
-        .map(|operation| dotted(operation.path().as_str()))
-        .collect()
+    let mut out = Vec::new();
+    walk_changes(before, after, &mut FieldPath::default(), &mut out);
+    out
+}
+
+fn walk_changes(before: &Value, after: &Value, at: &mut FieldPath, out: &mut Vec<String>) {
+    let changed = |at: &mut FieldPath, segment: Segment, out: &mut Vec<String>| {
+        if out.len() < MAX_CHANGED_PATHS {
+            at.segments.push(segment);
+            out.push(at.to_string());
+            at.segments.pop();
+        }
+    };
+    match (before, after) {
+        (Value::Object(old), Value::Object(new)) => {
+            for (key, new_value) in new {
+                match old.get(key) {
+                    Some(old_value) => {
+                        at.segments.push(Segment::Key(key.clone()));
+                        walk_changes(old_value, new_value, at, out);
+                        at.segments.pop();
+                    }
+                    None => changed(at, Segment::Key(key.clone()), out),
+                }
+            }
+            for key in old.keys().filter(|key| !new.contains_key(*key)) {
+                changed(at, Segment::Key(key.clone()), out);
+            }
+        }
+        (Value::Array(old), Value::Array(new)) => {
+            for index in 0..old.len().max(new.len()) {
+                match (old.get(index), new.get(index)) {
+                    (Some(old_value), Some(new_value)) => {
+                        at.segments.push(Segment::Index(index));
+                        walk_changes(old_value, new_value, at, out);
+                        at.segments.pop();
+                    }
+                    _ => changed(at, Segment::Index(index), out),
+                }
+            }
+        }
+        _ if before == after => {}
+        _ => {
+            if out.len() < MAX_CHANGED_PATHS {
+                out.push(at.to_string());
+            }
+        }
+    }
 }
 
 fn summarize(

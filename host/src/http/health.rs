@@ -15,10 +15,14 @@ pub async fn livez() -> &'static str {
 
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if !state.store.is_open() {
-        return Err(ApiError::Unavailable("the store is not accepting writes".into()));
+        return Err(ApiError::Unavailable(
+            "the store is not accepting writes".into(),
+        ));
     }
     if !state.plugins.is_ready() {
-        return Err(ApiError::Unavailable("the first plugin set is not loaded yet".into()));
+        return Err(ApiError::Unavailable(
+            "the first plugin set is not loaded yet".into(),
+        ));
     }
     Ok("ok\n")
 }
@@ -30,7 +34,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .await
         .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
 }

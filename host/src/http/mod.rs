@@ -81,9 +81,11 @@ async fn time_queries(State(state): State<AppState>, request: Request, next: Nex
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
-        .observe_query(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    state.metrics.observe_query(
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

@@ -65,7 +65,9 @@ pub fn encode_continue(id: EventId) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<EventId, ApiError> {
-    let bad = || ApiError::bad_request("invalid continue token: pass back the one from the previous page");
+    let bad = || {
+        ApiError::bad_request("invalid continue token: pass back the one from the previous page")
+    };
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     text.strip_prefix("v1.")
@@ -105,12 +107,16 @@ pub async fn list_events(
     let name = non_empty(params.name);
     let kind = non_empty(params.kind);
     if name.is_some() && kind.is_none() {
-        return Err(ApiError::bad_request("name needs kind: an object is named within its kind"));
+        return Err(ApiError::bad_request(
+            "name needs kind: an object is named within its kind",
+        ));
     }
     let filter = EventFilter {
         // `_` stands for cluster-scoped objects, as in the object paths.
         namespace: non_empty(params.namespace).map(|ns| if ns == "_" { String::new() } else { ns }),
-        group: params.group.map(|g| if g == "core" { String::new() } else { g }),
+        group: params
+            .group
+            .map(|g| if g == "core" { String::new() } else { g }),
         kind,
         name,
         user: non_empty(params.user),
@@ -147,7 +153,9 @@ pub async fn get_event(
 ) -> Result<Json<Event>, ApiError> {
     let id: EventId = id
         .parse()
-        .map_err(|error: logistis_api::ParseEventIdError| ApiError::bad_request(error.to_string()))?;
+        .map_err(|error: logistis_api::ParseEventIdError| {
+            ApiError::bad_request(error.to_string())
+        })?;
     let store = state.store.clone();
     let event = blocking(move || store.get_event(id).map_err(ApiError::from)).await?;
     event
@@ -179,7 +187,9 @@ mod tests {
 
     #[test]
     fn times_take_rfc3339_or_a_duration() {
-        let now = DateTime::parse_from_rfc3339("2026-01-02T12:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-01-02T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(
             parse_time("since", "2h", now).unwrap(),
             DateTime::parse_from_rfc3339("2026-01-02T10:00:00Z").unwrap()

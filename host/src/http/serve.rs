@@ -51,7 +51,9 @@ pub async fn serve(
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(error)) => {
                             tracing::debug!(listener = name, %peer, %error, "TLS handshake failed");
@@ -62,13 +64,15 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(listener = name, %peer, error = %error, "connection ended with an error");
                     }
                 }
                 None => {
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(listener = name, %peer, error = %error, "connection ended with an error");
                     }
@@ -77,7 +81,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(listener = name, "in-flight requests did not finish in time");
     }
 }

@@ -56,7 +56,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, ApiError> {
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
     let limit = state.max_body_bytes;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
@@ -87,9 +91,8 @@ async fn handle(
 ) -> Result<(AdmissionResponseReview, ReviewOutcome), ApiError> {
     check_content_type(headers)?;
     let bytes = read_body(state, headers, body).await?;
-    let (api_version, request) = review::parse(&bytes).map_err(|error| {
-        ApiError::bad_request(crate::telemetry::chain(&error))
-    })?;
+    let (api_version, request) = review::parse(&bytes)
+        .map_err(|error| ApiError::bad_request(crate::telemetry::chain(&error)))?;
     let answer = AdmissionResponseReview::allow(&api_version, &request.uid);
     if state.answer_only {
         return Ok((answer, ReviewOutcome::AnswerOnly));

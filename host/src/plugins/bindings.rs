@@ -33,7 +33,8 @@ pub mod sink {
 }
 
 pub use predicate::logistis::plugin::types::{
-    Event as WitEvent, Level, ObjectRef as WitObjectRef, Operation as WitOperation, User as WitUser, Verdict,
+    Event as WitEvent, Level, ObjectRef as WitObjectRef, Operation as WitOperation,
+    User as WitUser, Verdict,
 };
 
 /// What one plugin instance's `Store` holds.
@@ -47,7 +48,13 @@ pub struct StoreState {
 }
 
 impl StoreState {
-    pub fn new(plugin: Arc<str>, memory_bytes: u64, allowed_hosts: Arc<[String]>, http_timeout: Duration) -> Self {
+    pub fn new(
+        plugin: Arc<str>,
+        memory_bytes: u64,
+        allowed_hosts: Arc<[String]>,
+        http_timeout: Duration,
+        capture: Option<CapturedRequests>,
+    ) -> Self {
         StoreState {
             plugin,
             // Nothing inherited: no env, args, preopens, sockets; stdio goes nowhere.
@@ -57,6 +64,7 @@ impl StoreState {
             hooks: AllowList {
                 hosts: allowed_hosts,
                 timeout: http_timeout,
+                capture,
             },
             limits: Limits {
                 memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
@@ -116,7 +124,12 @@ pub struct Limits {
 }
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         if desired > self.memory_bytes {
             self.exceeded = true;
             wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_bytes);
@@ -124,26 +137,41 @@ impl ResourceLimiter for Limits {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         // Tables hold function references; a million is far beyond any real plugin.
         Ok(desired <= 1_000_000)
     }
 }
 
 /// `wasi:http` hooks: only the allow-listed hosts, and a deadline on every request
-/// (epoch interruption cannot stop a guest blocked in the host on a slow server).
+/// (epoch interruption cannot stop a guest blocked in the host on a slow server). With
+/// `capture` (`logistis plugin run`), requests are recorded instead of sent.
 struct AllowList {
     hosts: Arc<[String]>,
     timeout: Duration,
+    capture: Option<CapturedRequests>,
 }
 
 impl AllowList {
     fn allows(&self, uri: &http::Uri) -> bool {
         let Some(host) = uri.host() else { return false };
         let host = host.to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
         let with_port = format!("{host}:{port}");
-        self.hosts.iter().any(|allowed| *allowed == host || *allowed == with_port)
+        self.hosts
+            .iter()
+            .any(|allowed| *allowed == host || *allowed == with_port)
     }
 }
 
@@ -159,15 +187,16 @@ impl WasiHttpHooks for AllowList {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        if let Some(captured) = capturing() {
-            return Box::new(capture(request, captured));
+        if let Some(captured) = &self.capture {
+            return Box::new(capture(request, captured.clone()));
         }
         if !self.allows(request.uri()) {
             tracing::warn!(uri = %request.uri(), "plugin request to a host not on its allow-list refused");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let timeout = self.timeout;
-        let send = Box::into_pin(wasmtime_wasi_http::default_hooks().send_request(request, options, fut));
+        let send =
+            Box::into_pin(wasmtime_wasi_http::default_hooks().send_request(request, options, fut));
         Box::new(async move {
             match tokio::time::timeout(timeout, send).await {
                 Ok(result) => result,
@@ -177,37 +206,43 @@ impl WasiHttpHooks for AllowList {
     }
 }
 
-/// `logistis plugin run`: sinks' requests are recorded (and answered 200) instead of
-/// sent. Process-wide, because it is a property of the command, not of a plugin.
-static CAPTURED: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+/// Where `logistis plugin run` puts the requests a sink makes instead of sending them,
+/// each as `METHOD URI`, the headers, a blank line and the body.
+#[derive(Debug, Clone, Default)]
+pub struct CapturedRequests(Arc<std::sync::Mutex<Vec<String>>>);
 
-/// Turn request capture on or off (for `logistis plugin run`).
-pub fn capture_requests(enabled: bool) {
-    *CAPTURED.lock().unwrap_or_else(|e| e.into_inner()) = enabled.then(Vec::new);
+impl CapturedRequests {
+    /// The requests captured so far, emptying the list.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn push(&self, request: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(request);
+    }
 }
 
-/// The requests captured so far, as `METHOD URI`, headers, a blank line and the body.
-pub fn captured_requests() -> Vec<String> {
-    CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
-}
-
-fn capturing() -> Option<()> {
-    CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|_| ())
-}
-
-async fn capture(request: http::Request<wasmtime_wasi_http::WasiBody>, (): ()) -> SendResult {
+/// Record a request and answer it `200 OK` with an empty body, without sending it.
+async fn capture(
+    request: http::Request<wasmtime_wasi_http::WasiBody>,
+    captured: CapturedRequests,
+) -> SendResult {
     use http_body_util::BodyExt;
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
     let mut text = format!("{} {}\n", parts.method, parts.uri);
     for (name, value) in &parts.headers {
-        text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        text.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
     text.push('\n');
     text.push_str(&String::from_utf8_lossy(&body));
-    if let Some(captured) = CAPTURED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        captured.push(text);
-    }
+    captured.push(text);
     let empty = http_body_util::Empty::<bytes::Bytes>::new()
         .map_err(|never| match never {})
         .boxed_unsync();
@@ -215,7 +250,8 @@ async fn capture(request: http::Request<wasmtime_wasi_http::WasiBody>, (): ()) -
         .status(200)
         .body(empty)
         .map_err(|error| wasmtime_wasi_http::Error::InternalError(Some(error.to_string())))?;
-    let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
+    let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+        Box::new(async { Ok(()) });
     Ok((response, io))
 }
 
@@ -234,13 +270,20 @@ pub fn to_wit(event: &Event, id: Option<String>) -> WitEvent {
     WitEvent {
         id: id.unwrap_or_default(),
         uid: event.uid.clone(),
-        time: event.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        time: event
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         operation,
         user: WitUser {
             username: event.user.username.clone(),
             uid: event.user.uid.clone(),
             groups: event.user.groups.clone(),
-            extra: event.user.extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            extra: event
+                .user
+                .extra
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         },
         resource: WitObjectRef {
             group: r.group.clone(),
@@ -258,5 +301,30 @@ pub fn to_wit(event: &Event, id: Option<String>) -> WitEvent {
         object: json(&event.object),
         old_object: json(&event.old_object),
         options: json(&event.options),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    #[rstest]
+    #[case("https://audit.example.com/hook", true)]
+    #[case("https://AUDIT.example.com:8443/hook", true)]
+    #[case("http://127.0.0.1:8080/hook", true)]
+    #[case("http://127.0.0.1/hook", false)]
+    #[case("http://127.0.0.1:8081/hook", false)]
+    #[case("https://audit.example.com.evil.test/hook", false)]
+    #[case("/relative", false)]
+    fn only_listed_hosts_are_allowed(#[case] uri: &str, #[case] allowed: bool) {
+        // A bare host allows any port; `host:port` only that port (80/443 by scheme).
+        let hooks = AllowList {
+            hosts: Arc::from(["audit.example.com".to_owned(), "127.0.0.1:8080".to_owned()]),
+            timeout: Duration::from_secs(1),
+            capture: None,
+        };
+        assert_eq!(hooks.allows(&uri.parse().unwrap()), allowed, "{uri}");
     }
 }

@@ -35,8 +35,8 @@ pub struct ReloadLabels {
 
 fn call_buckets() -> impl Iterator<Item = f64> {
     [
-        1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3,
-        250e-3, 1.0, 10.0,
+        1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+        50e-3, 250e-3, 1.0, 10.0,
     ]
     .into_iter()
 }
@@ -115,6 +115,8 @@ impl Metrics {
     }
 
     pub fn plugin(name: &str) -> PluginLabels {
-        PluginLabels { plugin: name.to_owned() }
+        PluginLabels {
+            plugin: name.to_owned(),
+        }
     }
 }

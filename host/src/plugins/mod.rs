@@ -38,7 +38,9 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use logistis_api::Event;
-use logistis_api::plugins::{OnError, PluginKind, PluginList, PluginStatus, ReloadStatus, SinkStatus};
+use logistis_api::plugins::{
+    OnError, PluginKind, PluginList, PluginStatus, ReloadStatus, SinkStatus,
+};
 use prometheus_client::registry::Registry;
 
 use crate::store::Store;
@@ -53,7 +55,9 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 pub enum Decision {
     Capture,
     /// Skipped by the named predicate.
-    Skip { plugin: String },
+    Skip {
+        plugin: String,
+    },
 }
 
 /// Plugin settings from the command line.
@@ -131,8 +135,9 @@ impl Shared {
             worker.stop();
         }
         for sink in &set.sinks {
-            let worker = sinks::Worker::start(sink.clone(), self.store.clone(), self.metrics.clone())
-                .map_err(|source| Error::Thread { source })?;
+            let worker =
+                sinks::Worker::start(sink.clone(), self.store.clone(), self.metrics.clone())
+                    .map_err(|source| Error::Thread { source })?;
             workers.push(worker);
         }
         Ok(())
@@ -165,7 +170,10 @@ pub struct PluginHost {
 impl std::fmt::Debug for PluginHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginHost")
-            .field("generation", &self.shared.generation.load(Ordering::Relaxed))
+            .field(
+                "generation",
+                &self.shared.generation.load(Ordering::Relaxed),
+            )
             .finish()
     }
 }
@@ -304,9 +312,18 @@ impl PluginHost {
     pub fn status(&self) -> PluginList {
         let set = self.shared.active.load();
         let last_id = self.shared.store.last_id();
-        let mut items: Vec<PluginStatus> = set.predicates.iter().map(|p| plugin_status(p, None)).collect();
+        let mut items: Vec<PluginStatus> = set
+            .predicates
+            .iter()
+            .map(|p| plugin_status(p, None))
+            .collect();
         for sink in &set.sinks {
-            let cursor = self.shared.store.cursor(&sinks::cursor_name(&sink.spec.name)).ok().flatten();
+            let cursor = self
+                .shared
+                .store
+                .cursor(&sinks::cursor_name(&sink.spec.name))
+                .ok()
+                .flatten();
             let sink_status = SinkStatus {
                 cursor: cursor.map(|c| c.to_string()),
                 lag_seconds: sinks::lag_seconds(last_id, cursor),
@@ -317,7 +334,12 @@ impl PluginHost {
         PluginList {
             generation: set.generation,
             items,
-            last_reload: self.shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_reload: self
+                .shared
+                .last_reload
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -329,10 +351,16 @@ impl PluginHost {
     /// Stop the watcher and the sinks (sinks finish their batch and keep their cursors).
     pub fn shutdown(&self) {
         self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(watcher) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(watcher) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = watcher.join();
         }
-        let workers = std::mem::take(&mut *self.shared.sinks.lock().unwrap_or_else(|e| e.into_inner()));
+        let workers =
+            std::mem::take(&mut *self.shared.sinks.lock().unwrap_or_else(|e| e.into_inner()));
         for worker in workers {
             worker.stop();
         }
@@ -378,7 +406,12 @@ fn log_set(message: &str, set: &PluginSet, started: Instant) {
     let names = |plugins: Vec<&str>| plugins.join(",");
     tracing::info!(
         generation = set.generation,
-        predicates = names(set.predicates.iter().map(|p| p.spec.name.as_str()).collect()),
+        predicates = names(
+            set.predicates
+                .iter()
+                .map(|p| p.spec.name.as_str())
+                .collect()
+        ),
         sinks = names(set.sinks.iter().map(|p| p.spec.name.as_str()).collect()),
         millis = started.elapsed().as_secs_f64() * 1e3,
         "{message}"

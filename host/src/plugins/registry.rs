@@ -35,15 +35,26 @@ pub struct PluginSet {
 impl PluginSet {
     /// Compiled components by digest, to reuse in the next load.
     fn components(&self) -> HashMap<String, Component> {
-        let predicates = self.predicates.iter().map(|p| (p.digest.clone(), p.component().clone()));
-        let sinks = self.sinks.iter().map(|p| (p.digest.clone(), p.component().clone()));
+        let predicates = self
+            .predicates
+            .iter()
+            .map(|p| (p.digest.clone(), p.component().clone()));
+        let sinks = self
+            .sinks
+            .iter()
+            .map(|p| (p.digest.clone(), p.component().clone()));
         predicates.chain(sinks).collect()
     }
 }
 
 /// Load the set in `dir`. `previous` lends its compiled components. On failure, every
 /// problem found, one message each.
-pub fn load(engine: &Engine, dir: &Path, previous: &PluginSet, generation: u64) -> Result<PluginSet, Vec<String>> {
+pub fn load(
+    engine: &Engine,
+    dir: &Path,
+    previous: &PluginSet,
+    generation: u64,
+) -> Result<PluginSet, Vec<String>> {
     let file = dir.join(spec::FILE_NAME);
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
@@ -70,7 +81,11 @@ pub fn load(engine: &Engine, dir: &Path, previous: &PluginSet, generation: u64) 
             Err(error) => errors.push(error),
         }
     }
-    if errors.is_empty() { Ok(set) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
 }
 
 fn load_one<W: super::runtime::World>(
@@ -80,16 +95,20 @@ fn load_one<W: super::runtime::World>(
 ) -> Result<Plugin<W>, String> {
     let started = Instant::now();
     let name = spec.name.clone();
-    let bytes = std::fs::read(&spec.path).map_err(|error| format!("plugin {name:?}: {}: {error}", spec.file))?;
+    let bytes = std::fs::read(&spec.path)
+        .map_err(|error| format!("plugin {name:?}: {}: {error}", spec.file))?;
     let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
     let component = match components.get(&digest) {
         Some(component) => component.clone(),
-        None => Component::from_binary(engine, &bytes)
-            .map_err(|error| format!("plugin {name:?}: {} is not a valid component: {error:#}", spec.file))?,
+        None => Component::from_binary(engine, &bytes).map_err(|error| {
+            format!(
+                "plugin {name:?}: {} is not a valid component: {error:#}",
+                spec.file
+            )
+        })?,
     };
-    Plugin::load(engine, spec, digest, component, started).map_err(|error| {
-        format!("{}", super::runtime::DisplayChain(&error))
-    })
+    Plugin::load(engine, spec, digest, component, started, None)
+        .map_err(|error| format!("{}", super::runtime::DisplayChain(&error)))
 }
 
 /// What the directory looked like; a different value means "reload".

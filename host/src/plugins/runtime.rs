@@ -19,7 +19,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap};
 
 use super::Error;
-use super::bindings::{self, StoreState, WitEvent};
+use super::bindings::{self, CapturedRequests, StoreState, WitEvent};
 use super::spec::PluginSpec;
 
 /// Retire an instance after this many calls (bounds what a leaking guest can hoard).
@@ -92,7 +92,10 @@ impl Counters {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -118,7 +121,11 @@ pub trait World: Sized + Send + 'static {
     fn link(linker: &mut Linker<StoreState>) -> wasmtime::Result<()>;
     fn pre(linker: &Linker<StoreState>, component: &Component) -> wasmtime::Result<Self::Pre>;
     fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self>;
-    fn configure(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>>;
+    fn configure(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>>;
 }
 
 impl World for bindings::predicate::Predicate {
@@ -128,7 +135,10 @@ impl World for bindings::predicate::Predicate {
         // WASI without capabilities (the context grants none): Rust, Python and JS guests
         // import it for their runtimes even when they use nothing.
         wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-        bindings::predicate::Predicate::add_to_linker::<StoreState, bindings::Host>(linker, |state| state)
+        bindings::predicate::Predicate::add_to_linker::<StoreState, bindings::Host>(
+            linker,
+            |state| state,
+        )
     }
 
     fn pre(linker: &Linker<StoreState>, component: &Component) -> wasmtime::Result<Self::Pre> {
@@ -139,7 +149,11 @@ impl World for bindings::predicate::Predicate {
         pre.instantiate(store)
     }
 
-    fn configure(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn configure(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.call_configure(store, config)
     }
 }
@@ -161,7 +175,11 @@ impl World for bindings::sink::Sink {
         pre.instantiate(store)
     }
 
-    fn configure(&self, store: &mut Store<StoreState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+    fn configure(
+        &self,
+        store: &mut Store<StoreState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
         self.call_configure(store, config)
     }
 }
@@ -186,18 +204,31 @@ pub struct Plugin<W: World> {
     component: Component,
     pre: W::Pre,
     idle: Mutex<Vec<Live<W>>>,
+    /// `logistis plugin run`: a sink's HTTP requests are recorded here, not sent.
+    capture: Option<CapturedRequests>,
 }
 
 impl<W: World> std::fmt::Debug for Plugin<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.spec.name).field("digest", &self.digest).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.spec.name)
+            .field("digest", &self.digest)
+            .finish()
     }
 }
 
 impl<W: World> Plugin<W> {
     /// Link `component` for world `W` and create (and configure) the first instance, so a
-    /// bad config is refused now, at load time, not on the first event.
-    pub fn load(engine: &Engine, spec: PluginSpec, digest: String, component: Component, started: Instant) -> Result<Self, Error> {
+    /// bad config is refused now, at load time, not on the first event. With `capture`,
+    /// outgoing HTTP requests are recorded there instead of sent (`logistis plugin run`).
+    pub fn load(
+        engine: &Engine,
+        spec: PluginSpec,
+        digest: String,
+        component: Component,
+        started: Instant,
+        capture: Option<CapturedRequests>,
+    ) -> Result<Self, Error> {
         let mut linker = Linker::new(engine);
         let link_error = |source: wasmtime::Error| Error::Link {
             plugin: spec.name.clone(),
@@ -217,6 +248,7 @@ impl<W: World> Plugin<W> {
             component,
             pre,
             idle: Mutex::new(Vec::new()),
+            capture,
         };
         let first = plugin.instantiate().map_err(|source| Error::Instantiate {
             plugin: plugin.spec.name.clone(),
@@ -245,14 +277,19 @@ impl<W: World> Plugin<W> {
             self.spec.memory_bytes,
             self.hosts.clone(),
             Duration::from_millis(self.spec.deadline_ms),
+            self.capture.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        let configure_ticks = ticks(CONFIGURE_DEADLINE.max(Duration::from_millis(self.spec.deadline_ms)));
+        let configure_ticks =
+            ticks(CONFIGURE_DEADLINE.max(Duration::from_millis(self.spec.deadline_ms)));
         store.set_epoch_deadline(configure_ticks);
-        store.set_fuel(u64::MAX).map_err(|source| self.classify(source, &store))?;
-        let bindings = W::instantiate(&self.pre, &mut store).map_err(|source| self.classify(source, &store))?;
+        store
+            .set_fuel(u64::MAX)
+            .map_err(|source| self.classify(source, &store))?;
+        let bindings = W::instantiate(&self.pre, &mut store)
+            .map_err(|source| self.classify(source, &store))?;
         match bindings.configure(&mut store, &self.spec.config_json) {
             Ok(Ok(())) => Ok(Live {
                 store,
@@ -274,9 +311,12 @@ impl<W: World> Plugin<W> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut live = match idle {
             Some(live) => live,
-            None => self.instantiate().inspect_err(|error| self.counters.record_failure(error))?,
+            None => self
+                .instantiate()
+                .inspect_err(|error| self.counters.record_failure(error))?,
         };
-        live.store.set_epoch_deadline(ticks(Duration::from_millis(self.spec.deadline_ms)));
+        live.store
+            .set_epoch_deadline(ticks(Duration::from_millis(self.spec.deadline_ms)));
         let fuel = self.spec.fuel.unwrap_or(u64::MAX);
         let result = live
             .store
@@ -326,16 +366,24 @@ impl<W: World> Plugin<W> {
 /// Epoch ticks for a deadline, at least one.
 fn ticks(deadline: Duration) -> u64 {
     let tick = super::engine::TICK.as_micros().max(1);
-    u64::try_from(deadline.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
+    u64::try_from(deadline.as_micros().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// Evaluate one event with a predicate.
-pub fn evaluate(plugin: &Plugin<bindings::predicate::Predicate>, event: &WitEvent) -> Result<bindings::Verdict, CallError> {
+pub fn evaluate(
+    plugin: &Plugin<bindings::predicate::Predicate>,
+    event: &WitEvent,
+) -> Result<bindings::Verdict, CallError> {
     plugin.call(|bindings, store| bindings.call_evaluate(store, event))
 }
 
 /// Deliver one batch with a sink: the outer error is the plugin failing, the inner the
 /// sink reporting a delivery failure.
-pub fn deliver(plugin: &Plugin<bindings::sink::Sink>, events: &[WitEvent]) -> Result<Result<(), String>, CallError> {
+pub fn deliver(
+    plugin: &Plugin<bindings::sink::Sink>,
+    events: &[WitEvent],
+) -> Result<Result<(), String>, CallError> {
     plugin.call(|bindings, store| bindings.call_deliver(store, events))
 }

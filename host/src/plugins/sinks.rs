@@ -31,7 +31,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn start(plugin: Arc<Plugin<Sink>>, store: Store, metrics: Metrics) -> std::io::Result<Worker> {
+    pub fn start(
+        plugin: Arc<Plugin<Sink>>,
+        store: Store,
+        metrics: Metrics,
+    ) -> std::io::Result<Worker> {
         let (stop, stopped) = crossbeam_channel::bounded(0);
         let thread = std::thread::Builder::new()
             .name(format!("sink-{}", plugin.spec.name))
@@ -58,7 +62,10 @@ pub fn cursor_name(sink: &str) -> String {
 
 /// Wait `duration` unless told to stop; true = stop.
 fn pause(stopped: &Receiver<()>, duration: Duration) -> bool {
-    !matches!(stopped.recv_timeout(duration), Err(RecvTimeoutError::Timeout))
+    !matches!(
+        stopped.recv_timeout(duration),
+        Err(RecvTimeoutError::Timeout)
+    )
 }
 
 fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiver<()>) {
@@ -94,10 +101,16 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
             }
             continue;
         };
-        let batch: Vec<_> = events.iter().map(|e| bindings::to_wit(e, Some(e.id.to_string()))).collect();
+        let batch: Vec<_> = events
+            .iter()
+            .map(|e| bindings::to_wit(e, Some(e.id.to_string())))
+            .collect();
         let started = Instant::now();
         let outcome = runtime::deliver(plugin, &batch);
-        metrics.call_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        metrics
+            .call_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(message)) => Some(message),
@@ -121,8 +134,14 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
                     cursor = Some(last);
                 }
                 plugin.counters.clear_error();
-                plugin.counters.delivered.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                metrics.sink_delivered.get_or_create(&labels).inc_by(batch.len() as u64);
+                plugin
+                    .counters
+                    .delivered
+                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .sink_delivered
+                    .get_or_create(&labels)
+                    .inc_by(batch.len() as u64);
                 metrics
                     .calls
                     .get_or_create(&super::metrics::ResultLabels {
@@ -130,7 +149,10 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
                         result: "delivered",
                     })
                     .inc();
-                metrics.sink_lag_seconds.get_or_create(&labels).set(lag_seconds(store.last_id(), cursor));
+                metrics
+                    .sink_lag_seconds
+                    .get_or_create(&labels)
+                    .set(lag_seconds(store.last_id(), cursor));
                 backoff = BACKOFF_MIN;
             }
             Some(message) => {

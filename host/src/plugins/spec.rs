@@ -96,11 +96,15 @@ pub struct SetSpec {
 /// Parse and validate `plugins.yaml` text; `dir` resolves the `.wasm` paths. On failure,
 /// every problem found, one message each.
 pub fn parse(dir: &Path, text: &str) -> Result<SetSpec, Vec<String>> {
-    let file: PluginsFile = serde_yaml::from_str(text).map_err(|error| vec![format!("{FILE_NAME}: {error}")])?;
+    let file: PluginsFile =
+        serde_yaml::from_str(text).map_err(|error| vec![format!("{FILE_NAME}: {error}")])?;
     let mut errors = Vec::new();
     let mut names = HashSet::new();
     let mut set = SetSpec::default();
-    for (kind, configs) in [(PluginKind::Predicate, file.predicates), (PluginKind::Sink, file.sinks)] {
+    for (kind, configs) in [
+        (PluginKind::Predicate, file.predicates),
+        (PluginKind::Sink, file.sinks),
+    ] {
         for config in configs {
             if !names.insert(config.name.clone()) {
                 errors.push(format!("plugin {:?}: the name is used twice", config.name));
@@ -113,7 +117,11 @@ pub fn parse(dir: &Path, text: &str) -> Result<SetSpec, Vec<String>> {
             }
         }
     }
-    if errors.is_empty() { Ok(set) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(errors)
+    }
 }
 
 fn validate(dir: &Path, kind: PluginKind, config: PluginConfig) -> Result<PluginSpec, Vec<String>> {
@@ -123,14 +131,23 @@ fn validate(dir: &Path, kind: PluginKind, config: PluginConfig) -> Result<Plugin
 
     let valid_name = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid_name {
         problem("the name must be 1-63 letters, digits, '-' or '_'".into());
     }
     // The file must stay inside the directory: a ConfigMap key, or a path below the mount.
     let relative = Path::new(&config.file);
-    if config.file.is_empty() || relative.components().any(|c| !matches!(c, Component::Normal(_))) {
-        problem(format!("file {:?} must be a relative path inside the plugins directory", config.file));
+    if config.file.is_empty()
+        || relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        problem(format!(
+            "file {:?} must be a relative path inside the plugins directory",
+            config.file
+        ));
     }
     let (default_deadline, on_error_allowed, hosts_allowed) = match kind {
         PluginKind::Predicate => (DEFAULT_PREDICATE_DEADLINE_MS, true, false),
@@ -138,7 +155,9 @@ fn validate(dir: &Path, kind: PluginKind, config: PluginConfig) -> Result<Plugin
     };
     let deadline_ms = config.deadline_ms.unwrap_or(default_deadline);
     if deadline_ms == 0 || deadline_ms > MAX_DEADLINE_MS {
-        problem(format!("deadline-ms must be between 1 and {MAX_DEADLINE_MS}"));
+        problem(format!(
+            "deadline-ms must be between 1 and {MAX_DEADLINE_MS}"
+        ));
     }
     let memory_mb = config.memory_mb.unwrap_or(DEFAULT_MEMORY_MB);
     if memory_mb == 0 || memory_mb > MAX_MEMORY_MB {
@@ -162,10 +181,17 @@ fn validate(dir: &Path, kind: PluginKind, config: PluginConfig) -> Result<Plugin
     }
     for host in &config.allowed_hosts {
         if host.is_empty() || host.contains(['/', '*', ' ']) {
-            problem(format!("allowed host {host:?} must be a host name or host:port, without scheme or wildcard"));
+            problem(format!(
+                "allowed host {host:?} must be a host name or host:port, without scheme or wildcard"
+            ));
         }
     }
-    let config_json = match config.config.as_ref().map(serde_json::to_string).transpose() {
+    let config_json = match config
+        .config
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+    {
         Ok(json) => json.unwrap_or_else(|| "null".into()),
         Err(error) => {
             problem(format!("config cannot be expressed as JSON: {error}"));
@@ -185,7 +211,11 @@ fn validate(dir: &Path, kind: PluginKind, config: PluginConfig) -> Result<Plugin
         deadline_ms,
         memory_bytes: memory_mb * 1024 * 1024,
         fuel: config.fuel,
-        allowed_hosts: config.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        allowed_hosts: config
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
         batch,
     })
 }

@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn fields_are_exact_prefixes() {
-        let a = with_id(&prefix(&["apps", "deployment", "default", "nginx"]), EventId(5));
+        let a = with_id(
+            &prefix(&["apps", "deployment", "default", "nginx"]),
+            EventId(5),
+        );
         let b = prefix(&["apps", "deployment", "default", "nginx-2"]);
         let p = prefix(&["apps", "deployment", "default", "nginx"]);
         assert!(a.starts_with(&p));
@@ -97,6 +100,6 @@ mod tests {
     fn nul_bytes_round_trip() {
         let key = prefix(&["a\0b", "", "c"]);
         assert_eq!(decode_fields(&key).unwrap(), vec!["a\0b", "", "c"]);
-        assert!(decode_fields(&[b'a']).is_none());
+        assert!(decode_fields(b"a").is_none());
     }
 }

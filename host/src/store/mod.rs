@@ -159,7 +159,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("settings", &self.shared.settings).finish()
+        f.debug_struct("Store")
+            .field("settings", &self.shared.settings)
+            .finish()
     }
 }
 
@@ -189,10 +191,12 @@ impl Store {
     }
 
     /// Queue one event; the receiver resolves once it is committed (and, in sync mode, on disk).
+    /// The event is serialised here, on the caller's thread, not on the single writer thread.
     pub fn append(&self, event: Box<NewEvent>) -> tokio::sync::oneshot::Receiver<Result<Appended>> {
         let (reply, receiver) = tokio::sync::oneshot::channel();
+        let prepared = Box::new(writer::Prepared::new(*event));
         if let Err(crossbeam_channel::SendError(writer::Command::Append(_, reply))) =
-            self.writer.send(writer::Command::Append(event, reply))
+            self.writer.send(writer::Command::Append(prepared, reply))
         {
             let _ = reply.send(Err(Error::Closed));
         }
@@ -201,7 +205,9 @@ impl Store {
 
     /// Append and wait, for callers that are not async (tests, tools).
     pub fn append_blocking(&self, event: NewEvent) -> Result<Appended> {
-        self.append(Box::new(event)).blocking_recv().map_err(|_| Error::Closed)?
+        self.append(Box::new(event))
+            .blocking_recv()
+            .map_err(|_| Error::Closed)?
     }
 
     /// The persisted position of a log consumer (a sink), if it has one.

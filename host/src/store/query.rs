@@ -30,10 +30,16 @@ impl EventFilter {
         let time = event.time.timestamp_micros();
         self.namespace.as_ref().is_none_or(|ns| *ns == r.namespace)
             && self.group.as_ref().is_none_or(|g| *g == r.group)
-            && self.kind.as_ref().is_none_or(|k| k.eq_ignore_ascii_case(&r.kind))
+            && self
+                .kind
+                .as_ref()
+                .is_none_or(|k| k.eq_ignore_ascii_case(&r.kind))
             && self.name.as_ref().is_none_or(|n| *n == r.name)
             && self.user.as_ref().is_none_or(|u| *u == event.user.username)
-            && self.operation.as_ref().is_none_or(|o| *o == event.operation)
+            && self
+                .operation
+                .as_ref()
+                .is_none_or(|o| *o == event.operation)
             && self.since_micros.is_none_or(|since| time >= since)
             && self.until_micros.is_none_or(|until| time < until)
     }
@@ -134,7 +140,7 @@ impl Store {
             };
             examined += 1;
             if examined > scan.budget {
-                next = Some(id.0 + 1).map(EventId);
+                next = Some(EventId(id.0 + 1));
                 break;
             }
             let Some(event) = self.summary(id)? else {
@@ -185,10 +191,15 @@ impl Store {
         let mut summaries = Vec::new();
         for guard in ks.ns_stats.iter() {
             let (key, value) = guard.into_inner()?;
-            let Some(namespace) = keys::decode_fields(&key).and_then(|f| f.into_iter().next()) else {
+            let Some(namespace) = keys::decode_fields(&key).and_then(|f| f.into_iter().next())
+            else {
                 continue;
             };
-            let latest = match ks.by_namespace.prefix(keys::prefix(&[&namespace])).next_back() {
+            let latest = match ks
+                .by_namespace
+                .prefix(keys::prefix(&[&namespace]))
+                .next_back()
+            {
                 Some(guard) => match keys::id_suffix(&guard.key()?) {
                     Some(id) => self.summary(id)?,
                     None => None,

@@ -59,8 +59,48 @@ pub fn decode_summary(id: EventId, value: &[u8]) -> Result<(Event, Option<[u8; 3
     } else {
         (None, rest)
     };
-    let event = serde_json::from_slice(json).map_err(|source| Error::Decode { id, source })?;
+    let mut event: Event =
+        serde_json::from_slice(json).map_err(|source| Error::Decode { id, source })?;
+    // The summary is serialised before the writer allocates the id: the key is the truth.
+    event.id = id;
     Ok((event, dedupe))
+}
+
+/// Just what deletion needs (index keys and counters), without building the patch.
+#[derive(Debug, Deserialize)]
+pub struct SummaryKeys {
+    pub resource: logistis_api::ResourceRef,
+    pub user: UserName,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UserName {
+    #[serde(default)]
+    pub username: String,
+}
+
+/// Decode only the index-relevant fields of a summary, and its dedupe key.
+pub fn decode_summary_keys(
+    id: EventId,
+    value: &[u8],
+) -> Result<(SummaryKeys, Option<[u8; 32]>), Error> {
+    let corrupt = |reason: &'static str| Error::Corrupt { id, reason };
+    let (&format, rest) = value.split_first().ok_or(corrupt("empty record"))?;
+    if format != FORMAT {
+        return Err(corrupt("unknown record format"));
+    }
+    let (&has_dedupe, rest) = rest.split_first().ok_or(corrupt("truncated record"))?;
+    let (dedupe, json) = if has_dedupe == 1 {
+        let key: [u8; 32] = rest
+            .get(..32)
+            .and_then(|k| k.try_into().ok())
+            .ok_or(corrupt("truncated dedupe key"))?;
+        (Some(key), &rest[32..])
+    } else {
+        (None, rest)
+    };
+    let keys = serde_json::from_slice(json).map_err(|source| Error::Decode { id, source })?;
+    Ok((keys, dedupe))
 }
 
 pub fn encode_objects(objects: &Objects) -> Vec<u8> {

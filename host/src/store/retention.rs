@@ -1,13 +1,15 @@
 //! Retention, enforced continuously and never by a full scan:
-//! - versions per object: the writer reports each object it appended to; this thread trims
-//!   that object's index prefix to the newest N (one reverse scan of at most N+k keys);
+//! - versions per object: the writer reports each object it appended to; this thread keeps a
+//!   count per object (counted once by a forward scan, then incremented) and, when an object
+//!   passes its limit by a slack of 10 %, removes its oldest versions down to the limit — so
+//!   the cost per append is a hash lookup, and deletions come in small groups;
 //! - age: the log is keyed by time, so expired events are a prefix of it;
 //! - total size: when the store is over its limit, the oldest events are removed until their
 //!   stored size covers the excess (the files shrink as compaction catches up).
 //!
 //! Deletions go through the writer thread, which owns every mutation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +24,17 @@ use super::{Error, Result, Shared, keys};
 const DELETE_CHUNK: usize = 1_000;
 /// Chunks per sweep, so a huge backlog is worked off over several sweeps.
 const MAX_CHUNKS_PER_SWEEP: usize = 50;
+/// Objects whose version count is remembered; past this the memory is cleared and counts
+/// are rebuilt by scanning as objects are touched again.
+const MAX_COUNTED_OBJECTS: usize = 200_000;
+
+/// Per object prefix: how many versions it holds, and the first id that may still be live.
+/// Trimmed versions stay in the memtable as tombstones until the next flush; starting scans
+/// past them keeps a trim from walking every version ever removed.
+#[derive(Default)]
+struct VersionCounts {
+    counts: HashMap<Vec<u8>, (usize, EventId)>,
+}
 
 pub(crate) fn start(
     shared: Arc<Shared>,
@@ -40,14 +53,28 @@ fn run(shared: &Shared, writer: &Sender<Command>, touched: &Receiver<Vec<u8>>) {
     // Deleted events free their space only when compaction rewrites the tables: after a size
     // sweep, wait a few intervals before measuring again instead of deleting twice.
     let mut size_cooldown_until = Instant::now();
+    let mut counts = VersionCounts::default();
     loop {
         match touched.recv_timeout(interval) {
             Ok(first) => {
-                let mut objects = HashSet::from([first]);
-                objects.extend(touched.try_iter().take(10_000));
+                // Count appends per object in this round (an object may appear many times).
+                let mut appended: HashMap<Vec<u8>, usize> = HashMap::from([(first, 1)]);
+                for prefix in touched.try_iter().take(10_000) {
+                    *appended.entry(prefix).or_default() += 1;
+                }
+                let objects: HashSet<Vec<u8>> = appended
+                    .into_iter()
+                    .filter(|(prefix, added)| counts.add(shared, prefix, *added))
+                    .map(|(prefix, _)| prefix)
+                    .collect();
                 for prefix in objects {
-                    if let Err(error) = trim_object(shared, writer, &prefix) {
-                        tracing::warn!(error = %error, "trimming an object's versions failed");
+                    match trim_object(shared, writer, &prefix, &mut counts) {
+                        Ok(()) => {}
+                        // The writer stopped (shutdown): nothing more can be removed.
+                        Err(Error::Closed) => return,
+                        Err(error) => {
+                            tracing::warn!(error = %error, "trimming an object's versions failed")
+                        }
                     }
                 }
             }
@@ -83,18 +110,69 @@ fn delete(writer: &Sender<Command>, ids: Vec<EventId>) -> Result<u64> {
     receiver.recv().map_err(|_| Error::Closed)?
 }
 
-fn trim_object(shared: &Shared, writer: &Sender<Command>, prefix: &[u8]) -> Result<()> {
-    let keep = shared.settings.max_versions_per_object as usize;
-    if keep == 0 {
-        return Ok(());
+impl VersionCounts {
+    /// Note `added` new versions of an object; true when it should be trimmed now.
+    fn add(&mut self, shared: &Shared, prefix: &[u8], added: usize) -> bool {
+        let keep = shared.settings.max_versions_per_object as usize;
+        if keep == 0 {
+            return false;
+        }
+        let count = match self.counts.get_mut(prefix) {
+            Some((count, _)) => {
+                *count += added;
+                *count
+            }
+            None => {
+                if self.counts.len() >= MAX_COUNTED_OBJECTS {
+                    self.counts.clear();
+                }
+                // Forward iteration: the memtable's skiplist walks forward in O(1) a step
+                // (backwards, every step is a new search).
+                let count = shared.ks.by_object.prefix(prefix).count();
+                self.counts.insert(prefix.to_vec(), (count, EventId(0)));
+                count
+            }
+        };
+        count > keep + slack(keep)
     }
-    let mut excess = Vec::new();
-    for guard in shared.ks.by_object.prefix(prefix).rev().skip(keep) {
+}
+
+/// How far past its limit an object may go before it is trimmed back to the limit.
+fn slack(keep: usize) -> usize {
+    (keep / 10).max(1) - 1
+}
+
+fn trim_object(
+    shared: &Shared,
+    writer: &Sender<Command>,
+    prefix: &[u8],
+    counts: &mut VersionCounts,
+) -> Result<()> {
+    let keep = shared.settings.max_versions_per_object as usize;
+    let Some(&(total, low)) = counts.counts.get(prefix) else {
+        return Ok(());
+    };
+    let excess = total.saturating_sub(keep);
+    let mut end = prefix.to_vec();
+    end.extend_from_slice(&[0xff; 9]);
+    let mut ids = Vec::with_capacity(excess);
+    for guard in shared
+        .ks
+        .by_object
+        .range(keys::with_id(prefix, low)..end)
+        .take(excess)
+    {
         if let Some(id) = keys::id_suffix(&guard.key()?) {
-            excess.push(id);
+            ids.push(id);
         }
     }
-    delete(writer, excess).map(drop)
+    let next_low = ids.last().map_or(low, |id| EventId(id.0 + 1));
+    let removed = ids.len();
+    delete(writer, ids)?;
+    counts
+        .counts
+        .insert(prefix.to_vec(), (total - removed, next_low));
+    Ok(())
 }
 
 fn now_micros() -> u64 {
@@ -107,10 +185,16 @@ fn sweep_age(shared: &Shared, writer: &Sender<Command>) -> Result<()> {
     let Some(retention) = shared.settings.retention else {
         return Ok(());
     };
-    let cutoff = now_micros().saturating_sub(u64::try_from(retention.as_micros()).unwrap_or(u64::MAX));
+    let cutoff =
+        now_micros().saturating_sub(u64::try_from(retention.as_micros()).unwrap_or(u64::MAX));
     for _ in 0..MAX_CHUNKS_PER_SWEEP {
         let mut expired = Vec::new();
-        for guard in shared.ks.events.range(..cutoff.to_be_bytes()).take(DELETE_CHUNK) {
+        for guard in shared
+            .ks
+            .events
+            .range(..cutoff.to_be_bytes())
+            .take(DELETE_CHUNK)
+        {
             if let Some(id) = keys::id_suffix(&guard.key()?) {
                 expired.push(id);
             }
@@ -136,7 +220,12 @@ fn sweep_size(shared: &Shared, writer: &Sender<Command>) -> Result<bool> {
     let excess = size - max;
     let mut freed = 0u64;
     let mut oldest = Vec::new();
-    for guard in shared.ks.events.iter().take(DELETE_CHUNK * MAX_CHUNKS_PER_SWEEP) {
+    for guard in shared
+        .ks
+        .events
+        .iter()
+        .take(DELETE_CHUNK * MAX_CHUNKS_PER_SWEEP)
+    {
         let (key, value) = guard.into_inner()?;
         let Some(id) = keys::id_suffix(&key) else {
             continue;
@@ -148,7 +237,12 @@ fn sweep_size(shared: &Shared, writer: &Sender<Command>) -> Result<bool> {
             break;
         }
     }
-    tracing::info!(size, max, events = oldest.len(), "store over its size limit: removing the oldest events");
+    tracing::info!(
+        size,
+        max,
+        events = oldest.len(),
+        "store over its size limit: removing the oldest events"
+    );
     for chunk in oldest.chunks(DELETE_CHUNK) {
         delete(writer, chunk.to_vec())?;
     }

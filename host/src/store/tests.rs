@@ -64,16 +64,35 @@ fn recorded(appended: Appended) -> EventId {
 fn appends_are_ordered_indexed_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();
-    let a = recorded(store.append_blocking(event("shop", "Deployment", "web", "alice", "u1")).unwrap());
-    let b = recorded(store.append_blocking(event("shop", "Deployment", "api", "bob", "u2")).unwrap());
-    let c = recorded(store.append_blocking(event("ops", "Deployment", "web", "alice", "u3")).unwrap());
+    let a = recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", "u1"))
+            .unwrap(),
+    );
+    let b = recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "api", "bob", "u2"))
+            .unwrap(),
+    );
+    let c = recorded(
+        store
+            .append_blocking(event("ops", "Deployment", "web", "alice", "u3"))
+            .unwrap(),
+    );
     assert!(a < b && b < c);
     store.close();
 
     let store = Store::open(dir.path(), settings()).unwrap();
     let all = |filter: EventFilter| {
         store
-            .list_events(&filter, Scan { limit: 10, before: None, budget: Scan::DEFAULT_BUDGET })
+            .list_events(
+                &filter,
+                Scan {
+                    limit: 10,
+                    before: None,
+                    budget: Scan::DEFAULT_BUDGET,
+                },
+            )
             .unwrap()
             .items
             .iter()
@@ -81,9 +100,15 @@ fn appends_are_ordered_indexed_and_survive_reopen() {
             .collect::<Vec<_>>()
     };
     assert_eq!(all(EventFilter::default()), vec![c, b, a], "newest first");
-    let shop = EventFilter { namespace: Some("shop".into()), ..EventFilter::default() };
+    let shop = EventFilter {
+        namespace: Some("shop".into()),
+        ..EventFilter::default()
+    };
     assert_eq!(all(shop), vec![b, a]);
-    let alice = EventFilter { user: Some("alice".into()), ..EventFilter::default() };
+    let alice = EventFilter {
+        user: Some("alice".into()),
+        ..EventFilter::default()
+    };
     assert_eq!(all(alice), vec![c, a]);
     let web = EventFilter {
         group: Some("apps".into()),
@@ -93,12 +118,19 @@ fn appends_are_ordered_indexed_and_survive_reopen() {
         ..EventFilter::default()
     };
     assert_eq!(all(web), vec![a], "kind matches case-insensitively");
-    let deletes = EventFilter { operation: Some(Operation::Delete), ..EventFilter::default() };
+    let deletes = EventFilter {
+        operation: Some(Operation::Delete),
+        ..EventFilter::default()
+    };
     assert!(all(deletes).is_empty());
     let full = store.get_event(a).unwrap().unwrap();
     assert_eq!(full.object.unwrap()["spec"]["replicas"], 1);
     // A new id after reopening is still later than every stored one.
-    let d = recorded(store.append_blocking(event("shop", "Deployment", "web", "alice", "u4")).unwrap());
+    let d = recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", "u4"))
+            .unwrap(),
+    );
     assert!(d > c);
     let namespaces = store.namespaces().unwrap();
     let shop = namespaces.iter().find(|n| n.namespace == "shop").unwrap();
@@ -111,11 +143,22 @@ fn appends_are_ordered_indexed_and_survive_reopen() {
 fn cluster_scoped_objects_are_counted_under_the_empty_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();
-    let id = recorded(store.append_blocking(event("", "Namespace", "shop", "alice", "ns1")).unwrap());
-    recorded(store.append_blocking(event("shop", "Deployment", "web", "alice", "ns2")).unwrap());
+    let id = recorded(
+        store
+            .append_blocking(event("", "Namespace", "shop", "alice", "ns1"))
+            .unwrap(),
+    );
+    recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", "ns2"))
+            .unwrap(),
+    );
     let namespaces = store.namespaces().unwrap();
     let cluster = namespaces.iter().find(|n| n.namespace.is_empty()).unwrap();
-    assert_eq!((cluster.events, cluster.latest.as_ref().unwrap().id), (1, id));
+    assert_eq!(
+        (cluster.events, cluster.latest.as_ref().unwrap().id),
+        (1, id)
+    );
     store.close();
 }
 
@@ -123,17 +166,40 @@ fn cluster_scoped_objects_are_counted_under_the_empty_namespace() {
 fn a_resent_review_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();
-    let first = recorded(store.append_blocking(event("shop", "Deployment", "web", "alice", "same")).unwrap());
+    let first = recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", "same"))
+            .unwrap(),
+    );
     assert_eq!(
-        store.append_blocking(event("shop", "Deployment", "web", "alice", "same")).unwrap(),
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", "same"))
+            .unwrap(),
         Appended::Duplicate(first)
     );
     // Concurrent re-sends that land in one group commit are caught too.
     let receivers: Vec<_> = (0..8)
-        .map(|_| store.append(Box::new(event("shop", "Deployment", "web", "alice", "burst"))))
+        .map(|_| {
+            store.append(Box::new(event(
+                "shop",
+                "Deployment",
+                "web",
+                "alice",
+                "burst",
+            )))
+        })
         .collect();
-    let outcomes: Vec<Appended> = receivers.into_iter().map(|r| r.blocking_recv().unwrap().unwrap()).collect();
-    assert_eq!(outcomes.iter().filter(|o| matches!(o, Appended::Recorded(_))).count(), 1);
+    let outcomes: Vec<Appended> = receivers
+        .into_iter()
+        .map(|r| r.blocking_recv().unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Appended::Recorded(_)))
+            .count(),
+        1
+    );
     store.close();
 }
 
@@ -143,14 +209,27 @@ fn pagination_walks_every_event_once() {
     let store = Store::open(dir.path(), settings()).unwrap();
     for i in 0..25 {
         store
-            .append_blocking(event("shop", "Deployment", &format!("d{i}"), "alice", &format!("p{i}")))
+            .append_blocking(event(
+                "shop",
+                "Deployment",
+                &format!("d{i}"),
+                "alice",
+                &format!("p{i}"),
+            ))
             .unwrap();
     }
     let mut seen = Vec::new();
     let mut before = None;
     loop {
         let page = store
-            .list_events(&EventFilter::default(), Scan { limit: 10, before, budget: Scan::DEFAULT_BUDGET })
+            .list_events(
+                &EventFilter::default(),
+                Scan {
+                    limit: 10,
+                    before,
+                    budget: Scan::DEFAULT_BUDGET,
+                },
+            )
             .unwrap();
         seen.extend(page.items.iter().map(|e| e.id));
         match page.next {
@@ -163,8 +242,15 @@ fn pagination_walks_every_event_once() {
     // A tiny budget ends pages early but still reaches everything.
     let page = store
         .list_events(
-            &EventFilter { user: Some("nobody".into()), ..EventFilter::default() },
-            Scan { limit: 10, before: None, budget: 5 },
+            &EventFilter {
+                user: Some("nobody".into()),
+                ..EventFilter::default()
+            },
+            Scan {
+                limit: 10,
+                before: None,
+                budget: 5,
+            },
         )
         .unwrap();
     assert!(page.items.is_empty());
@@ -176,13 +262,30 @@ fn retention_keeps_the_newest_versions_per_object() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
         dir.path(),
-        StoreSettings { max_versions_per_object: 3, ..settings() },
+        StoreSettings {
+            max_versions_per_object: 3,
+            ..settings()
+        },
     )
     .unwrap();
     let ids: Vec<EventId> = (0..7)
-        .map(|i| recorded(store.append_blocking(event("shop", "Deployment", "web", "alice", &format!("r{i}"))).unwrap()))
+        .map(|i| {
+            recorded(
+                store
+                    .append_blocking(event(
+                        "shop",
+                        "Deployment",
+                        "web",
+                        "alice",
+                        &format!("r{i}"),
+                    ))
+                    .unwrap(),
+            )
+        })
         .collect();
-    store.append_blocking(event("shop", "Deployment", "other", "alice", "o1")).unwrap();
+    store
+        .append_blocking(event("shop", "Deployment", "other", "alice", "o1"))
+        .unwrap();
     let key = ObjectKey {
         group: "apps".into(),
         kind: "Deployment".into(),
@@ -195,14 +298,29 @@ fn retention_keeps_the_newest_versions_per_object() {
         let (events, trimmed) = store.object_events(&key).unwrap();
         if events.len() == 3 {
             assert_eq!(trimmed, 4);
-            assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids[4..].to_vec());
+            assert_eq!(
+                events.iter().map(|e| e.id).collect::<Vec<_>>(),
+                ids[4..].to_vec()
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "retention did not trim: {} left", events.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not trim: {} left",
+            events.len()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(store.get_event(ids[0]).unwrap().is_none(), "the objects went too");
-    let shop = store.namespaces().unwrap().into_iter().find(|n| n.namespace == "shop").unwrap();
+    assert!(
+        store.get_event(ids[0]).unwrap().is_none(),
+        "the objects went too"
+    );
+    let shop = store
+        .namespaces()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.namespace == "shop")
+        .unwrap();
     assert_eq!(shop.events, 4, "counts follow deletions");
     store.close();
 }
@@ -212,7 +330,11 @@ fn cursors_persist() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();
     assert_eq!(store.cursor("sink:log").unwrap(), None);
-    let id = recorded(store.append_blocking(event("shop", "Deployment", "web", "alice", "c1")).unwrap());
+    let id = recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", "c1"))
+            .unwrap(),
+    );
     store.save_cursor("sink:log", id).unwrap();
     assert!(store.read_log(Some(id), 10).unwrap().is_empty());
     assert_eq!(store.read_log(None, 10).unwrap().len(), 1);
@@ -230,7 +352,10 @@ fn wait_for_count(store: &Store, expected: usize) {
         if count == expected {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "{count} events left, expected {expected}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} events left, expected {expected}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -248,22 +373,43 @@ fn retention_by_age_removes_expired_events_and_their_indexes() {
     .unwrap();
     for i in 0..20 {
         store
-            .append_blocking(event("shop", "Deployment", &format!("d{i}"), "alice", &format!("a{i}")))
+            .append_blocking(event(
+                "shop",
+                "Deployment",
+                &format!("d{i}"),
+                "alice",
+                &format!("a{i}"),
+            ))
             .unwrap();
     }
     wait_for_count(&store, 0);
     let by_user = store
         .list_events(
-            &EventFilter { user: Some("alice".into()), ..EventFilter::default() },
-            Scan { limit: 10, before: None, budget: Scan::DEFAULT_BUDGET },
+            &EventFilter {
+                user: Some("alice".into()),
+                ..EventFilter::default()
+            },
+            Scan {
+                limit: 10,
+                before: None,
+                budget: Scan::DEFAULT_BUDGET,
+            },
         )
         .unwrap();
     assert!(by_user.items.is_empty());
     assert!(store.namespaces().unwrap().is_empty(), "counters follow");
-    assert_eq!(store.stats().events_removed_by_retention.load(std::sync::atomic::Ordering::Relaxed), 20);
+    assert_eq!(
+        store
+            .stats()
+            .events_removed_by_retention
+            .load(std::sync::atomic::Ordering::Relaxed),
+        20
+    );
     // The dedupe entry went with the event: the same review is new again.
     assert!(matches!(
-        store.append_blocking(event("shop", "Deployment", "d0", "alice", "a0")).unwrap(),
+        store
+            .append_blocking(event("shop", "Deployment", "d0", "alice", "a0"))
+            .unwrap(),
         Appended::Recorded(_)
     ));
     store.close();
@@ -285,7 +431,13 @@ fn retention_by_size_removes_the_oldest_events_first() {
     .unwrap();
     for i in 0..30 {
         store
-            .append_blocking(event("shop", "Deployment", &format!("d{i}"), "alice", &format!("s{i}")))
+            .append_blocking(event(
+                "shop",
+                "Deployment",
+                &format!("d{i}"),
+                "alice",
+                &format!("s{i}"),
+            ))
             .unwrap();
     }
     wait_for_count(&store, 0);

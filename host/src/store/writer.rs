@@ -30,8 +30,39 @@ pub enum Appended {
     Duplicate(EventId),
 }
 
+/// An event ready for the writer: serialised on the caller's thread, so the one writer
+/// thread only allocates the id, checks dedupe and fills the batch.
+pub(crate) struct Prepared {
+    /// The event without its objects (for index keys); its `id` is assigned by the writer.
+    pub event: Event,
+    /// The summary value (see `record`); its JSON carries a placeholder id — the real one is
+    /// the key, and decoding takes it from there.
+    pub summary: Vec<u8>,
+    pub objects: Option<Vec<u8>>,
+    pub dedupe_key: Option<[u8; 32]>,
+}
+
+impl Prepared {
+    pub fn new(new_event: NewEvent) -> Prepared {
+        let NewEvent {
+            mut event,
+            dedupe_key,
+        } = new_event;
+        let objects = Objects {
+            object: event.object.take(),
+            old_object: event.old_object.take(),
+        };
+        Prepared {
+            summary: record::encode_summary(&event, dedupe_key.as_ref()),
+            objects: (!objects.is_empty()).then(|| record::encode_objects(&objects)),
+            event,
+            dedupe_key,
+        }
+    }
+}
+
 pub(crate) enum Command {
-    Append(Box<NewEvent>, oneshot::Sender<Result<Appended>>),
+    Append(Box<Prepared>, oneshot::Sender<Result<Appended>>),
     /// Remove these events and their index entries (from retention).
     Delete(Vec<EventId>, Sender<Result<u64>>),
     SaveCursor(String, EventId, Sender<Result<()>>),
@@ -40,8 +71,17 @@ pub(crate) enum Command {
 
 /// Index keys of one event: (keyspace, key) pairs, shared by insert and delete.
 pub(crate) fn object_prefix(event: &Event) -> Vec<u8> {
-    let r = &event.resource;
-    keys::prefix(&[&r.group, &r.kind.to_ascii_lowercase(), &r.namespace, &r.name])
+    resource_prefix(&event.resource)
+}
+
+/// The `by_object` prefix of a resource (kind lower-cased: kind matches case-insensitively).
+pub(crate) fn resource_prefix(r: &logistis_api::ResourceRef) -> Vec<u8> {
+    keys::prefix(&[
+        &r.group,
+        &r.kind.to_ascii_lowercase(),
+        &r.namespace,
+        &r.name,
+    ])
 }
 
 struct Writer {
@@ -120,7 +160,9 @@ impl Writer {
                     self.append_group(appends);
                 }));
                 if outcome.is_err() {
-                    tracing::error!("the store writer panicked on a group of events; they were not recorded");
+                    tracing::error!(
+                        "the store writer panicked on a group of events; they were not recorded"
+                    );
                     self.shared
                         .stats
                         .write_errors
@@ -159,7 +201,7 @@ impl Writer {
         EventId(self.last_id)
     }
 
-    fn append_group(&mut self, appends: Vec<(Box<NewEvent>, oneshot::Sender<Result<Appended>>)>) {
+    fn append_group(&mut self, appends: Vec<(Box<Prepared>, oneshot::Sender<Result<Appended>>)>) {
         let shared = self.shared.clone();
         let ks = &shared.ks;
         let mut batch = self.shared.db.batch();
@@ -167,13 +209,13 @@ impl Writer {
         let mut in_batch: HashMap<[u8; 32], EventId> = HashMap::new();
         let mut touched = Vec::new();
         let mut ns_touched = Vec::new();
-        for (new_event, _) in &appends {
-            let outcome = match self.prepare(new_event, &mut batch, &mut in_batch) {
+        for (prepared, _) in &appends {
+            let outcome = match self.add_to_batch(prepared, &mut batch, &mut in_batch) {
                 Ok(Appended::Recorded(id)) => {
                     if self.shared.settings.max_versions_per_object > 0 {
-                        touched.push(object_prefix(&new_event.event));
+                        touched.push(object_prefix(&prepared.event));
                     }
-                    ns_touched.push(new_event.event.resource.namespace.clone());
+                    ns_touched.push(prepared.event.resource.namespace.clone());
                     Ok(Appended::Recorded(id))
                 }
                 other => other,
@@ -183,12 +225,18 @@ impl Writer {
         for namespace in ns_touched {
             let count = self.ns_counts.entry(namespace.clone()).or_insert(0);
             *count += 1;
-            batch.insert(&ks.ns_stats, ns_key(&namespace), count.to_le_bytes().to_vec());
+            batch.insert(
+                &ks.ns_stats,
+                ns_key(&namespace),
+                count.to_le_bytes().to_vec(),
+            );
         }
-        let result = batch.commit().and_then(|()| match self.shared.settings.durability {
-            Durability::Sync => self.shared.db.persist(PersistMode::SyncAll),
-            Durability::Async => Ok(()),
-        });
+        let result = batch
+            .commit()
+            .and_then(|()| match self.shared.settings.durability {
+                Durability::Sync => self.shared.db.persist(PersistMode::SyncAll),
+                Durability::Async => Ok(()),
+            });
         self.dirty = true;
         self.shared
             .stats
@@ -223,15 +271,15 @@ impl Writer {
     }
 
     /// Add one event to the batch, or report it as a duplicate.
-    fn prepare(
+    fn add_to_batch(
         &mut self,
-        new_event: &NewEvent,
+        prepared: &Prepared,
         batch: &mut OwnedWriteBatch,
         in_batch: &mut HashMap<[u8; 32], EventId>,
     ) -> Result<Appended> {
         let shared = self.shared.clone();
         let ks = &shared.ks;
-        if let Some(key) = &new_event.dedupe_key {
+        if let Some(key) = &prepared.dedupe_key {
             if let Some(id) = in_batch.get(key) {
                 return Ok(Appended::Duplicate(*id));
             }
@@ -242,25 +290,20 @@ impl Writer {
             }
         }
         let id = self.next_id();
-        let mut event = new_event.event.clone();
-        event.id = id;
-        let objects = Objects {
-            object: event.object.take(),
-            old_object: event.old_object.take(),
-        };
         let id_bytes = id.to_be_bytes();
-        batch.insert(
-            &ks.events,
-            id_bytes.to_vec(),
-            record::encode_summary(&event, new_event.dedupe_key.as_ref()),
-        );
-        if !objects.is_empty() {
-            batch.insert(&ks.objects, id_bytes.to_vec(), record::encode_objects(&objects));
+        batch.insert(&ks.events, id_bytes.to_vec(), prepared.summary.clone());
+        if let Some(objects) = &prepared.objects {
+            batch.insert(&ks.objects, id_bytes.to_vec(), objects.clone());
         }
-        for (keyspace, key) in index_keys(ks, &event) {
+        for (keyspace, key) in index_keys(
+            ks,
+            &prepared.event.resource,
+            &prepared.event.user.username,
+            id,
+        ) {
             batch.insert(keyspace, key, Vec::<u8>::new());
         }
-        if let Some(key) = &new_event.dedupe_key {
+        if let Some(key) = &prepared.dedupe_key {
             batch.insert(&ks.dedupe, key.to_vec(), id_bytes.to_vec());
             in_batch.insert(*key, id);
         }
@@ -279,17 +322,21 @@ impl Writer {
             let Some(value) = ks.events.get(id_bytes)? else {
                 continue;
             };
-            let (event, dedupe) = record::decode_summary(id, &value)?;
+            let (summary, dedupe) = record::decode_summary_keys(id, &value)?;
             batch.remove(&ks.events, id_bytes.to_vec());
             batch.remove(&ks.objects, id_bytes.to_vec());
-            for (keyspace, key) in index_keys(ks, &event) {
+            for (keyspace, key) in index_keys(ks, &summary.resource, &summary.user.username, id) {
                 batch.remove(keyspace, key);
             }
             if let Some(key) = dedupe {
                 batch.remove(&ks.dedupe, key.to_vec());
             }
-            *trimmed.entry(object_prefix(&event)).or_default() += 1;
-            *ns_removed.entry(event.resource.namespace.clone()).or_default() += 1;
+            *trimmed
+                .entry(resource_prefix(&summary.resource))
+                .or_default() += 1;
+            *ns_removed
+                .entry(summary.resource.namespace.clone())
+                .or_default() += 1;
             removed += 1;
         }
         for (prefix, count) in trimmed {
@@ -303,7 +350,11 @@ impl Writer {
                 self.ns_counts.remove(&namespace);
                 batch.remove(&ks.ns_stats, ns_key(&namespace));
             } else {
-                batch.insert(&ks.ns_stats, ns_key(&namespace), current.to_le_bytes().to_vec());
+                batch.insert(
+                    &ks.ns_stats,
+                    ns_key(&namespace),
+                    current.to_le_bytes().to_vec(),
+                );
             }
         }
         let result = batch.commit().map_err(Error::from);
@@ -321,7 +372,11 @@ impl Writer {
 
     fn save_cursor(&mut self, name: &str, id: EventId) -> Result<()> {
         let mut batch = self.shared.db.batch();
-        batch.insert(&self.shared.ks.cursors, name.as_bytes().to_vec(), id.to_be_bytes().to_vec());
+        batch.insert(
+            &self.shared.ks.cursors,
+            name.as_bytes().to_vec(),
+            id.to_be_bytes().to_vec(),
+        );
         batch.commit()?;
         self.shared.db.persist(PersistMode::SyncAll)?;
         Ok(())
@@ -347,15 +402,24 @@ pub(crate) fn load_counts(shared: &Shared) -> Result<HashMap<String, u64>> {
 }
 
 /// Every index entry of an event.
-fn index_keys<'a>(ks: &'a super::Keyspaces, event: &Event) -> [(&'a fjall::Keyspace, Vec<u8>); 5] {
-    let r = &event.resource;
+fn index_keys<'a>(
+    ks: &'a super::Keyspaces,
+    r: &logistis_api::ResourceRef,
+    username: &str,
+    id: EventId,
+) -> [(&'a fjall::Keyspace, Vec<u8>); 5] {
     let kind = r.kind.to_ascii_lowercase();
-    let id = event.id;
     [
-        (&ks.by_object, keys::with_id(&object_prefix(event), id)),
-        (&ks.by_namespace, keys::with_id(&keys::prefix(&[&r.namespace]), id)),
+        (&ks.by_object, keys::with_id(&resource_prefix(r), id)),
+        (
+            &ks.by_namespace,
+            keys::with_id(&keys::prefix(&[&r.namespace]), id),
+        ),
         (&ks.by_kind, keys::with_id(&keys::prefix(&[&kind]), id)),
-        (&ks.by_kind_ns, keys::with_id(&keys::prefix(&[&r.namespace, &kind]), id)),
-        (&ks.by_user, keys::with_id(&keys::prefix(&[&event.user.username]), id)),
+        (
+            &ks.by_kind_ns,
+            keys::with_id(&keys::prefix(&[&r.namespace, &kind]), id),
+        ),
+        (&ks.by_user, keys::with_id(&keys::prefix(&[username]), id)),
     ]
 }

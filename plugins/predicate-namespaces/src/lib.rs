@@ -51,7 +51,11 @@ impl Predicate for Namespaces {
             !event.namespace_in(&config.exclude)
                 && (config.include.is_empty() || event.namespace_in(&config.include))
         };
-        if capture { Verdict::Capture } else { Verdict::Skip }
+        if capture {
+            Verdict::Capture
+        } else {
+            Verdict::Skip
+        }
     }
 }
 
@@ -78,7 +82,10 @@ mod tests {
         assert_eq!(verdict(config, "default"), Verdict::Skip);
         assert_eq!(verdict(config, ""), Verdict::Capture);
         assert_eq!(verdict(r#"{"cluster-scoped":false}"#, ""), Verdict::Skip);
-        assert_eq!(verdict(r#"{"exclude":["kube-*"]}"#, "kube-system"), Verdict::Skip);
+        assert_eq!(
+            verdict(r#"{"exclude":["kube-*"]}"#, "kube-system"),
+            Verdict::Skip
+        );
         assert_eq!(verdict("null", "anything"), Verdict::Capture);
     }
 }

@@ -47,7 +47,10 @@ impl Rule {
             && (self.subresources.is_empty()
                 || glob::matches_any(&self.subresources, &resource.subresource))
             && (self.operations.is_empty()
-                || self.operations.iter().any(|operation| event.operation_is(operation)))
+                || self
+                    .operations
+                    .iter()
+                    .any(|operation| event.operation_is(operation)))
     }
 }
 
@@ -58,10 +61,15 @@ impl Predicate for Resources {
         let config: Config = logistis_plugin_sdk::config::parse(config)?;
         let all = config.include.iter().chain(&config.exclude);
         if let Some(rule) = all.clone().find(|rule| {
-            rule.groups.is_empty() && rule.kinds.is_empty() && rule.subresources.is_empty() && rule.operations.is_empty()
+            rule.groups.is_empty()
+                && rule.kinds.is_empty()
+                && rule.subresources.is_empty()
+                && rule.operations.is_empty()
         }) {
             // An empty rule matches everything: almost certainly a typo in the config.
-            return Err(format!("a rule names nothing and would match every event: {rule:?}"));
+            return Err(format!(
+                "a rule names nothing and would match every event: {rule:?}"
+            ));
         }
         Ok(Resources(config))
     }
@@ -70,7 +78,11 @@ impl Predicate for Resources {
         let Config { include, exclude } = &self.0;
         let excluded = exclude.iter().any(|rule| rule.matches(event));
         let included = include.is_empty() || include.iter().any(|rule| rule.matches(event));
-        if included && !excluded { Verdict::Capture } else { Verdict::Skip }
+        if included && !excluded {
+            Verdict::Capture
+        } else {
+            Verdict::Skip
+        }
     }
 }
 
@@ -98,12 +110,21 @@ mod tests {
 
     #[test]
     fn rules() {
-        assert_eq!(verdict("apps", "Deployment", "", Operation::Update), Verdict::Capture);
-        assert_eq!(verdict("apps", "Deployment", "status", Operation::Update), Verdict::Skip);
+        assert_eq!(
+            verdict("apps", "Deployment", "", Operation::Update),
+            Verdict::Capture
+        );
+        assert_eq!(
+            verdict("apps", "Deployment", "status", Operation::Update),
+            Verdict::Skip
+        );
         assert_eq!(verdict("", "Event", "", Operation::Create), Verdict::Skip);
         assert_eq!(verdict("", "Pod", "", Operation::Update), Verdict::Skip);
         assert_eq!(verdict("", "Pod", "", Operation::Create), Verdict::Capture);
-        assert_eq!(verdict("batch", "Job", "", Operation::Create), Verdict::Skip);
+        assert_eq!(
+            verdict("batch", "Job", "", Operation::Create),
+            Verdict::Skip
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ impl Who {
     fn matches(&self, event: &Event) -> bool {
         event.user_matches(&self.users)
             || event.group_matches(&self.groups)
-            || self.extra.iter().any(|(key, globs)| event.extra_matches(key, globs))
+            || self
+                .extra
+                .iter()
+                .any(|(key, globs)| event.extra_matches(key, globs))
     }
 }
 
@@ -87,7 +90,10 @@ mod tests {
     fn excludes_then_includes() {
         let config = r#"{"exclude":{"users":["system:serviceaccount:kube-system:*"]},
                          "include":{"groups":["devs"],"users":["root"]}}"#;
-        assert_eq!(verdict(config, "system:serviceaccount:kube-system:x", &["devs"]), Verdict::Skip);
+        assert_eq!(
+            verdict(config, "system:serviceaccount:kube-system:x", &["devs"]),
+            Verdict::Skip
+        );
         assert_eq!(verdict(config, "alice", &["devs"]), Verdict::Capture);
         assert_eq!(verdict(config, "root", &[]), Verdict::Capture);
         assert_eq!(verdict(config, "bob", &["ops"]), Verdict::Skip);
@@ -99,9 +105,15 @@ mod tests {
         let config = r#"{"include":{"extra":{"team":["plat*"]}}}"#;
         let mut event = event();
         event.user.extra = vec![("team".into(), vec!["platform".into()])];
-        assert_eq!(Users::configure(config).unwrap().evaluate(&event), Verdict::Capture);
+        assert_eq!(
+            Users::configure(config).unwrap().evaluate(&event),
+            Verdict::Capture
+        );
         event.user.extra.clear();
-        assert_eq!(Users::configure(config).unwrap().evaluate(&event), Verdict::Skip);
+        assert_eq!(
+            Users::configure(config).unwrap().evaluate(&event),
+            Verdict::Skip
+        );
     }
 
     #[test]

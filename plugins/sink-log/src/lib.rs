@@ -52,6 +52,9 @@ mod tests {
         assert_eq!(json["resource"]["name"], "web");
         assert!(json.get("object").is_none());
         let sink = LogSink::configure(r#"{"objects":true}"#).unwrap();
-        assert!(sink.line(&logistis_plugin_sdk::testing::event()).contains("oldObject"));
+        assert!(
+            sink.line(&logistis_plugin_sdk::testing::event())
+                .contains("oldObject")
+        );
     }
 }

@@ -32,6 +32,7 @@ fn default_max_chars() -> usize {
     3000
 }
 
+#[derive(Debug)]
 struct Slack(Config);
 
 /// One line per change: `*alice* UPDATE Deployment.apps/web in team-a: /spec/replicas`.
@@ -45,7 +46,11 @@ fn line(event: &Event, max_paths: usize) -> String {
     if !r.subresource.is_empty() {
         what = format!("{what}/{}", r.subresource);
     }
-    let mut line = format!("*{}* {} `{what}`", escape(&event.user.username), event.operation.as_str());
+    let mut line = format!(
+        "*{}* {} `{what}`",
+        escape(&event.user.username),
+        event.operation.as_str()
+    );
     if !r.namespace.is_empty() {
         line.push_str(&format!(" in `{}`", r.namespace));
     }
@@ -53,7 +58,13 @@ fn line(event: &Event, max_paths: usize) -> String {
     let shown: Vec<&str> = paths
         .iter()
         .take(max_paths)
-        .map(|path| if path.is_empty() { "(whole object)" } else { path.as_str() })
+        .map(|path| {
+            if path.is_empty() {
+                "(whole object)"
+            } else {
+                path.as_str()
+            }
+        })
         .collect();
     if !shown.is_empty() {
         line.push_str(": ");
@@ -67,7 +78,9 @@ fn line(event: &Event, max_paths: usize) -> String {
 
 /// Slack's mrkdwn control characters.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl Slack {
@@ -120,7 +133,8 @@ mod tests {
 
     #[test]
     fn who_what_where_and_paths() {
-        let slack = Slack::configure(r#"{"url":"https://hooks.slack.com/x","max-paths":1}"#).unwrap();
+        let slack =
+            Slack::configure(r#"{"url":"https://hooks.slack.com/x","max-paths":1}"#).unwrap();
         let mut event = event();
         assert_eq!(
             slack.message(std::slice::from_ref(&event)),

@@ -29,6 +29,7 @@ fn yes() -> bool {
     true
 }
 
+#[derive(Debug)]
 struct Webhook {
     url: String,
     headers: Vec<(String, String)>,
@@ -37,8 +38,13 @@ struct Webhook {
 
 impl Webhook {
     fn payload(&self, events: &[Event]) -> Vec<u8> {
-        let events: Vec<_> = events.iter().map(|event| event.to_json(self.objects)).collect();
-        serde_json::json!({ "events": events }).to_string().into_bytes()
+        let events: Vec<_> = events
+            .iter()
+            .map(|event| event.to_json(self.objects))
+            .collect();
+        serde_json::json!({ "events": events })
+            .to_string()
+            .into_bytes()
     }
 }
 
@@ -50,7 +56,10 @@ impl Sink for Webhook {
             return Err(format!("config.url {:?} is not an http(s) URL", config.url));
         }
         let mut headers: Vec<(String, String)> = config.headers.into_iter().collect();
-        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
             headers.push(("content-type".into(), "application/json".into()));
         }
         Ok(Webhook {
@@ -78,14 +87,24 @@ mod tests {
 
     #[test]
     fn config_and_payload() {
-        assert!(Webhook::configure("null").unwrap_err().contains("url is required"));
+        assert!(
+            Webhook::configure("null")
+                .unwrap_err()
+                .contains("url is required")
+        );
         assert!(Webhook::configure(r#"{"url":"ftp://x"}"#).is_err());
-        let hook = Webhook::configure(r#"{"url":"http://h/x","headers":{"X-Token":"t"},"objects":false}"#).unwrap();
+        let hook =
+            Webhook::configure(r#"{"url":"http://h/x","headers":{"X-Token":"t"},"objects":false}"#)
+                .unwrap();
         assert!(hook.headers.contains(&("X-Token".into(), "t".into())));
         assert!(hook.headers.iter().any(|(name, _)| name == "content-type"));
         let payload: serde_json::Value =
-            serde_json::from_slice(&hook.payload(&[logistis_plugin_sdk::testing::event()])).unwrap();
-        assert_eq!(payload["events"][0]["user"]["username"], "alice@example.com");
+            serde_json::from_slice(&hook.payload(&[logistis_plugin_sdk::testing::event()]))
+                .unwrap();
+        assert_eq!(
+            payload["events"][0]["user"]["username"],
+            "alice@example.com"
+        );
         assert!(payload["events"][0].get("object").is_none());
     }
 }

@@ -1,0 +1,281 @@
+//! History query benchmark: `versions`, `diff` and `blame` (plus `history` and `bisect`) of
+//! one Deployment with 100 versions, stored among 1M events in a real fjall store, through
+//! the real `Store` and the same calls the HTTP handlers make (range scan, rebuild, answer,
+//! JSON encoding); TLS and HTTP framing are left out. Prints median and p99 per query.
+//!
+//! `cargo bench -p logistis --bench history` — `LOGISTIS_BENCH_EVENTS` (default 1000000)
+//! and `LOGISTIS_BENCH_RUNS` (default 200) change the sizes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use logistis::admission::{NewEvent, noise};
+use logistis::history::{self, FieldPath, Timeline};
+use logistis::store::{Durability, ObjectKey, Store, StoreSettings};
+use logistis_api::{Event, EventId, ObjectRef, Operation, ResourceRef, UserInfo};
+use serde_json::{Value, json};
+
+const VERSIONS: usize = 100;
+/// Appends in flight: enough for the writer's group commit to batch them.
+const WINDOW: usize = 4096;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn resource(kind: &str, resource: &str, namespace: &str, name: &str) -> ResourceRef {
+    ResourceRef {
+        group: "apps".into(),
+        version: "v1".into(),
+        kind: kind.into(),
+        resource: resource.into(),
+        subresource: String::new(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+fn new_event(
+    operation: Operation,
+    user: &str,
+    resource: ResourceRef,
+    object: Value,
+    old: Option<Value>,
+) -> NewEvent {
+    let patch = match &old {
+        Some(old) => {
+            serde_json::to_value(json_patch::diff(&noise::strip(old), &noise::strip(&object)))
+                .expect("a patch encodes")
+        }
+        None => json!([{"op": "add", "path": "", "value": noise::strip(&object)}]),
+    };
+    NewEvent {
+        event: Event {
+            id: EventId(0),
+            uid: String::new(),
+            time: Utc::now(),
+            operation,
+            user: UserInfo {
+                username: user.into(),
+                groups: vec!["system:authenticated".into()],
+                ..UserInfo::default()
+            },
+            resource,
+            object_uid: object
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            field_manager: Some("kubectl-client-side-apply".into()),
+            dry_run: false,
+            patch,
+            options: None,
+            object: Some(object),
+            old_object: old,
+        },
+        dedupe_key: None,
+    }
+}
+
+/// A realistic Deployment (about 2 KB of JSON) at step `step` of its history.
+fn deployment(step: usize) -> Value {
+    let containers: Vec<Value> = (0..1 + step % 3)
+        .map(|c| {
+            json!({
+                "name": format!("c{c}"), "image": format!("registry.example.com/shop/c{c}:1.{}", step / 7),
+                "imagePullPolicy": "IfNotPresent",
+                "args": ["--listen=:8080", format!("--workers={}", 2 + step % 5), "--log-format=json"],
+                "env": [{"name": "MODE", "value": "prod"}, {"name": "REGION", "value": "eu-west-1"}],
+                "ports": [{"containerPort": 8080 + c, "protocol": "TCP", "name": "http"}],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10}
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {
+            "name": "checkout", "namespace": "shop", "uid": "bench-0001",
+            "resourceVersion": (1000 + step).to_string(), "generation": step + 1,
+            "labels": {"app": "checkout", "team": "payments", "release": format!("r{}", step / 10)},
+            "annotations": {"deployment.kubernetes.io/revision": (step / 7).to_string(), "owner": "payments"}
+        },
+        "spec": {
+            "replicas": 2 + step % 4,
+            "selector": {"matchLabels": {"app": "checkout"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            "template": {
+                "metadata": {"labels": {"app": "checkout", "release": format!("r{}", step / 10)}},
+                "spec": {"containers": containers, "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst"}
+            }
+        },
+        "status": {"replicas": 2, "readyReplicas": 2, "observedGeneration": step + 1}
+    })
+}
+
+/// One of the other objects: small ConfigMaps spread over namespaces.
+fn filler(n: usize) -> NewEvent {
+    let name = format!("cm-{}", n % 50_000);
+    let namespace = format!("ns-{}", n % 200);
+    let object = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("u-{}", n % 50_000)},
+        "data": {"key": format!("value-{n}")}
+    });
+    let mut resource = resource("ConfigMap", "configmaps", &namespace, &name);
+    resource.group = String::new();
+    new_event(
+        Operation::Update,
+        "system:serviceaccount:ci:deployer",
+        resource,
+        object,
+        None,
+    )
+}
+
+fn fill(store: &Store, total: usize) -> Result<()> {
+    let spacing = total / VERSIONS;
+    let mut pending = std::collections::VecDeque::with_capacity(WINDOW);
+    let mut previous: Option<Value> = None;
+    let mut step = 0;
+    let started = Instant::now();
+    for n in 0..total {
+        let event = if n % spacing == 0 && step < VERSIONS {
+            let object = deployment(step);
+            let operation = if step == 0 {
+                Operation::Create
+            } else {
+                Operation::Update
+            };
+            let users = ["alice", "bob", "carol", "system:serviceaccount:ci:deployer"];
+            let event = new_event(
+                operation,
+                users[step % users.len()],
+                resource("Deployment", "deployments", "shop", "checkout"),
+                object.clone(),
+                previous.replace(object),
+            );
+            step += 1;
+            event
+        } else {
+            filler(n)
+        };
+        pending.push_back(store.append(Box::new(event)));
+        if pending.len() == WINDOW
+            && let Some(receiver) = pending.pop_front()
+        {
+            receiver.blocking_recv().context("writer stopped")??;
+        }
+        if n > 0 && n % 200_000 == 0 {
+            eprintln!("  {n} events in {:.0?}", started.elapsed());
+        }
+    }
+    for receiver in pending {
+        receiver.blocking_recv().context("writer stopped")??;
+    }
+    eprintln!("  {total} events in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Median and p99 of `runs` calls of `query`, which returns the encoded answer's size.
+fn measure(name: &str, runs: usize, mut query: impl FnMut() -> Result<usize>) -> Result<()> {
+    let bytes = query()?; // warm the block cache, as a live server's would be
+    let mut times: Vec<Duration> = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        std::hint::black_box(query()?);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let median = times[runs / 2];
+    let p99 = times[(runs * 99 / 100).min(runs - 1)];
+    println!(
+        "{name:<10} {:>10.2} {:>10.2} {:>10}",
+        median.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        bytes
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let total = env_or("LOGISTIS_BENCH_EVENTS", 1_000_000).max(VERSIONS);
+    let runs = env_or("LOGISTIS_BENCH_RUNS", 200).max(1);
+    let dir = tempfile::tempdir()?;
+    let settings = StoreSettings {
+        durability: Durability::Async,
+        max_versions_per_object: 0,
+        retention: None,
+        ..StoreSettings::default()
+    };
+    let store = Store::open(dir.path(), settings)?;
+    eprintln!("filling {total} events ({VERSIONS} versions of shop/checkout among them)");
+    fill(&store, total)?;
+
+    let key = ObjectKey {
+        group: "apps".into(),
+        kind: "deployment".into(),
+        namespace: "shop".into(),
+        name: "checkout".into(),
+    };
+    let object = ObjectRef {
+        group: "apps".into(),
+        kind: "deployment".into(),
+        namespace: "shop".into(),
+        name: "checkout".into(),
+    };
+    // Exactly what a handler does: one range scan, rebuild, answer, encode.
+    let timeline = || -> Result<Timeline> {
+        let (events, trimmed) = store.object_events(&key)?;
+        Ok(Timeline::build(object.clone(), events, trimmed))
+    };
+    let check = timeline()?;
+    anyhow::ensure!(
+        check.versions.len() == VERSIONS,
+        "expected {VERSIONS} versions, found {}",
+        check.versions.len()
+    );
+    let image = FieldPath::parse("spec.template.spec.containers[name=c0].image")?;
+
+    println!(
+        "history queries, one object with {VERSIONS} versions among {total} events ({runs} runs each)"
+    );
+    println!(
+        "{:<10} {:>10} {:>10} {:>10}",
+        "query", "median ms", "p99 ms", "bytes"
+    );
+    // The two halves of every query, to see where the time goes (`rebuild` includes cloning
+    // the events, which a handler does not do: it owns them).
+    measure("scan", runs, || Ok(store.object_events(&key)?.0.len()))?;
+    let (events, trimmed) = store.object_events(&key)?;
+    measure("rebuild", runs, || {
+        Ok(Timeline::build(object.clone(), events.clone(), trimmed)
+            .versions
+            .len())
+    })?;
+    measure("versions", runs, || {
+        Ok(serde_json::to_vec(&timeline()?.list())?.len())
+    })?;
+    measure("diff", runs, || {
+        Ok(serde_json::to_vec(&history::diff::diff(&timeline()?, None, None, None)?)?.len())
+    })?;
+    measure("diff 1→100", runs, || {
+        Ok(serde_json::to_vec(&history::diff::diff(&timeline()?, Some(1), None, None)?)?.len())
+    })?;
+    measure("blame", runs, || {
+        Ok(serde_json::to_vec(&history::blame::blame(&timeline()?)?)?.len())
+    })?;
+    measure("history", runs, || {
+        Ok(serde_json::to_vec(&history::field::history(&timeline()?, &image))?.len())
+    })?;
+    measure("bisect", runs, || {
+        let answer =
+            history::field::bisect(&timeline()?, &image, "registry.example.com/shop/c0:1.13")?;
+        Ok(serde_json::to_vec(&answer)?.len())
+    })?;
+    store.close();
+    Ok(())
+}
