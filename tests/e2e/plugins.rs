@@ -77,14 +77,19 @@ async fn shipped_predicates_decide_what_is_stored() {
 predicates:
   - name: users
     file: users.wasm
+    deadline-ms: 1000
     config: {exclude: {users: ["system:serviceaccount:kube-system:*"]}}
   - name: namespaces
     file: namespaces.wasm
+    deadline-ms: 1000
     config: {exclude: ["kube-*"]}
   - name: resources
     file: resources.wasm
+    deadline-ms: 1000
     config: {exclude: [{subresources: ["scale"]}, {kinds: ["Secret"]}]}
 "#;
+    // Generous deadlines (the default is 5 ms): a debug build on a busy machine must not
+    // turn a verdict into a timeout. Deadlines are tested with the looping plugin.
     let dir = plugins_dir(
         yaml,
         &[
@@ -163,6 +168,7 @@ predicates:
   - name: trapper
     file: misbehave.wasm
     on-error: skip
+    deadline-ms: 1000
     config: {evaluate: trap, namespace: chaos-trap}
   - name: hoarder
     file: misbehave.wasm
@@ -726,7 +732,15 @@ fn plugin_run_prints_a_predicates_verdict_and_a_sinks_request_without_sending_it
     );
     for (review, verdict) in [(&by_alice, "capture"), (&by_robot, "skip")] {
         let (stdout, _) = logistis_ok(&[
-            "plugin", "run", "--plugin", users, "--config", &config, review,
+            "plugin",
+            "run",
+            "--deadline-ms",
+            "1000",
+            "--plugin",
+            users,
+            "--config",
+            &config,
+            review,
         ]);
         let answer: Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(

@@ -11,9 +11,11 @@ use logistis_e2e::*;
 
 use crate::plugins::{review, stored_uids, with_plugins};
 
+/// A generous deadline (the default is 5 ms): a debug build under load must not turn a
+/// verdict into a timeout here.
 fn namespaces_yaml(excluded: &str) -> Vec<u8> {
     format!(
-        "predicates:\n  - name: namespaces\n    file: namespaces.wasm\n    config: {{exclude: [\"{excluded}\"]}}\n"
+        "predicates:\n  - name: namespaces\n    file: namespaces.wasm\n    deadline-ms: 1000\n    config: {{exclude: [\"{excluded}\"]}}\n"
     )
     .into_bytes()
 }

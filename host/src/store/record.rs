@@ -107,6 +107,26 @@ pub fn encode_objects(objects: &Objects) -> Vec<u8> {
     serde_json::to_vec(objects).expect("objects always serialise")
 }
 
+/// The objects of one event, left unparsed until asked for.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawObjects<'a> {
+    #[serde(default, borrow)]
+    pub object: Option<&'a serde_json::value::RawValue>,
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a serde_json::value::RawValue>,
+}
+
+pub fn decode_raw_objects(id: EventId, value: &[u8]) -> Result<RawObjects<'_>, Error> {
+    serde_json::from_slice(value).map_err(|source| Error::Decode { id, source })
+}
+
+/// Parse one raw object.
+pub fn parse_raw(id: EventId, raw: Option<&serde_json::value::RawValue>) -> Result<Option<Value>, Error> {
+    raw.map(|raw| serde_json::from_str(raw.get()).map_err(|source| Error::Decode { id, source }))
+        .transpose()
+}
+
 pub fn decode_objects(id: EventId, value: &[u8]) -> Result<Objects, Error> {
     serde_json::from_slice(value).map_err(|source| Error::Decode { id, source })
 }
