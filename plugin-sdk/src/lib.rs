@@ -121,9 +121,9 @@ macro_rules! export_predicate {
                         None => $crate::Verdict::Capture,
                     }
                 }
-    }
+            }
 
-            $crate::predicate::__export_predicate_world!(Export with_types_in $crate::predicate);
+    $crate::predicate::__export_predicate_world!(Export with_types_in $crate::predicate);
         };
     };
 }
@@ -155,9 +155,9 @@ macro_rules! export_sink {
                         None => Err(::std::string::String::from("sink used before configure")),
                     }
                 }
-    }
+            }
 
-            $crate::sink::__export_sink_world!(Export with_types_in $crate::sink);
+    $crate::sink::__export_sink_world!(Export with_types_in $crate::sink);
         };
     };
 }

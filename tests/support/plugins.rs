@@ -94,6 +94,10 @@ pub fn python_plugin() -> PathBuf {
     }
     let source = repo_root().join("plugins/predicate-python");
     let out = out_dir().join("predicate_python.wasm");
+    if is_fresh(&out, &[source.join("app.py")]) {
+        *built = Some(out.clone());
+        return out;
+    }
     run(
         Command::new("componentize-py")
             .current_dir(&source)
@@ -118,6 +122,10 @@ pub fn js_plugin() -> PathBuf {
     let jco = source.join("node_modules/.bin/jco");
     assert!(jco.is_file(), "{} is missing; {HINT}", jco.display());
     let out = out_dir().join("predicate_js.wasm");
+    if is_fresh(&out, &[source.join("app.js"), source.join("package.json")]) {
+        *built = Some(out.clone());
+        return out;
+    }
     run(
         Command::new(&jco)
             .current_dir(&source)
@@ -129,6 +137,23 @@ pub fn js_plugin() -> PathBuf {
     );
     *built = Some(out.clone());
     out
+}
+
+/// Whether `out` is newer than `sources` and the WIT package. componentize-py and jco do
+/// not build byte-identical components twice, so rebuilding unchanged sources would also
+/// defeat the compiled cache (keyed by content) and cost a compile of tens of seconds.
+fn is_fresh(out: &Path, sources: &[PathBuf]) -> bool {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(out) else {
+        return false;
+    };
+    let wit = std::fs::read_dir(repo_root().join("wit"))
+        .map(|dir| dir.flatten().map(|entry| entry.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    sources
+        .iter()
+        .chain(&wit)
+        .all(|source| modified(source).is_some_and(|time| time <= built))
 }
 
 /// A plugins directory laid out as a ConfigMap mount: `..<version>/` holds the files,

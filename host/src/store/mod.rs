@@ -2,14 +2,14 @@
 //! group commit, and retention.
 //!
 //! Keyspaces (all keys binary, see [`keys`]):
-//! - `events`: id → summary ([`record`]); `objects`: id → the objects after/before.
+//! - `events`: id → summary (see `record`); `objects`: id → the objects after/before.
 //! - `by_object` (group, kind, namespace, name, id), `by_namespace` (namespace, id),
 //!   `by_kind` (kind, id), `by_kind_ns` (namespace, kind, id), `by_user` (username, id):
 //!   empty values; every "newest N" is one reverse range scan.
 //! - `dedupe`: request key → id; `ns_stats`: namespace → event count;
 //!   `trimmed`: object → versions dropped by retention; `cursors`: consumer → id.
 //!
-//! Only the writer thread ([`writer`]) mutates; reads go straight to fjall from any thread
+//! Only the writer thread (`writer`) mutates; reads go straight to fjall from any thread
 //! (callers on an async runtime wrap them in `spawn_blocking`). Kinds are stored lower-case
 //! in keys so that `kind` matches case-insensitively.
 

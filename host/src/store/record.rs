@@ -122,7 +122,10 @@ pub fn decode_raw_objects(id: EventId, value: &[u8]) -> Result<RawObjects<'_>, E
 }
 
 /// Parse one raw object.
-pub fn parse_raw(id: EventId, raw: Option<&serde_json::value::RawValue>) -> Result<Option<Value>, Error> {
+pub fn parse_raw(
+    id: EventId,
+    raw: Option<&serde_json::value::RawValue>,
+) -> Result<Option<Value>, Error> {
     raw.map(|raw| serde_json::from_str(raw.get()).map_err(|source| Error::Decode { id, source }))
         .transpose()
 }
