@@ -22,6 +22,20 @@ pub fn strip(object: &Value) -> Value {
     stripped
 }
 
+/// Whether an RFC 6902 operation path touches a noisy field (`/status…`,
+/// `/metadata/resourceVersion`, …). Dropping these from a diff of the whole objects gives the
+/// diff of their noise-free views, without copying either object.
+pub fn is_noise_path(path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    under("/status")
+        || NOISY_METADATA
+            .iter()
+            .any(|field| under(&format!("/metadata/{field}")))
+}
+
 /// Remove every noisy field from `object`.
 pub fn strip_in_place(object: &mut Value) {
     let Some(map) = object.as_object_mut() else {
@@ -63,6 +77,44 @@ mod tests {
         assert_eq!(
             object,
             json!({"metadata": {"name": "a", "resourceVersion": "1"}})
+        );
+    }
+
+    #[test]
+    fn noise_paths_are_exact_prefixes() {
+        for path in [
+            "/status",
+            "/status/replicas",
+            "/metadata/resourceVersion",
+            "/metadata/generation",
+        ] {
+            assert!(is_noise_path(path), "{path}");
+        }
+        for path in [
+            "/statusCode",
+            "/metadata/resourceVersions",
+            "/spec/status",
+            "/metadata/name",
+            "",
+        ] {
+            assert!(!is_noise_path(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn filtering_a_raw_diff_equals_diffing_stripped_objects() {
+        let before = json!({"metadata": {"name": "a", "resourceVersion": "1", "generation": 1},
+                            "spec": {"replicas": 1, "template": {"x": [1, 2]}}, "status": {"ready": 1}});
+        let after = json!({"metadata": {"name": "a", "resourceVersion": "2", "generation": 2, "labels": {"k": "v"}},
+                           "spec": {"replicas": 3, "template": {"x": [1]}}});
+        let filtered: Vec<_> = json_patch::diff(&before, &after)
+            .0
+            .into_iter()
+            .filter(|op| !is_noise_path(op.path().as_str()))
+            .collect();
+        assert_eq!(
+            filtered,
+            json_patch::diff(&strip(&before), &strip(&after)).0
         );
     }
 
