@@ -69,6 +69,7 @@ impl StoreState {
             limits: Limits {
                 memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
                 exceeded: false,
+                high_water: 0,
             },
         }
     }
@@ -121,6 +122,8 @@ impl predicate::logistis::plugin::host::Host for StoreState {
 pub struct Limits {
     memory_bytes: usize,
     pub(crate) exceeded: bool,
+    /// The largest linear memory this instance has grown to.
+    pub(crate) high_water: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -134,6 +137,7 @@ impl ResourceLimiter for Limits {
             self.exceeded = true;
             wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_bytes);
         }
+        self.high_water = self.high_water.max(desired);
         Ok(true)
     }
 

@@ -5,7 +5,9 @@
 //! Python one, a call on a live instance 3-35 µs (see `docs/plugins.md` for our figures).
 //! Why it is safe: an instance that trapped, ran out of time, fuel or memory is dropped,
 //! never returned to the pool, and an instance is retired after [`MAX_CALLS_PER_INSTANCE`]
-//! calls so slow leaks in a guest cannot accumulate. Each instance lives in its own
+//! calls, or as soon as its memory has grown past [`RETIRE_AT_MEMORY_FRACTION`] of its cap,
+//! so slow leaks and growing garbage-collected heaps (JavaScript, Python) never reach the cap
+//! in the middle of an event. Each instance lives in its own
 //! `Store`, so one plugin's state never reaches another's.
 
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use super::spec::PluginSpec;
 
 /// Retire an instance after this many calls (bounds what a leaking guest can hoard).
 pub const MAX_CALLS_PER_INSTANCE: u64 = 10_000;
+/// Retire a healthy instance once its memory passes this share of the cap (in quarters).
+pub const RETIRE_AT_MEMORY_FRACTION: (u64, u64) = (3, 4);
 /// Idle instances kept per plugin: about the number of threads calling at once.
 const MAX_IDLE: usize = 8;
 /// `configure` runs once per instance, off the request path for the first one; give it
@@ -325,7 +329,10 @@ impl<W: World> Plugin<W> {
         match result {
             Ok(value) => {
                 live.calls += 1;
-                if live.calls < MAX_CALLS_PER_INSTANCE {
+                let (numerator, denominator) = RETIRE_AT_MEMORY_FRACTION;
+                let grown = live.store.data().limits.high_water as u64
+                    > self.spec.memory_bytes / denominator * numerator;
+                if live.calls < MAX_CALLS_PER_INSTANCE && !grown {
                     self.put_back(live);
                 }
                 Ok(value)
