@@ -42,23 +42,26 @@ pub fn encode_summary(event: &Event, dedupe: Option<&[u8; 32]>) -> Vec<u8> {
     value
 }
 
-pub fn decode_summary(id: EventId, value: &[u8]) -> Result<(Event, Option<[u8; 32]>), Error> {
+/// Split a summary value into its dedupe key and its JSON.
+fn split_summary(id: EventId, value: &[u8]) -> Result<(Option<[u8; 32]>, &[u8]), Error> {
     let corrupt = |reason: &'static str| Error::Corrupt { id, reason };
     let (&format, rest) = value.split_first().ok_or(corrupt("empty record"))?;
     if format != FORMAT {
         return Err(corrupt("unknown record format"));
     }
     let (&has_dedupe, rest) = rest.split_first().ok_or(corrupt("truncated record"))?;
-    let (dedupe, json) = if has_dedupe == 1 {
-        let key: [u8; 32] = rest
-            .get(..32)
-            .ok_or(corrupt("truncated dedupe key"))?
-            .try_into()
-            .map_err(|_| corrupt("truncated dedupe key"))?;
-        (Some(key), &rest[32..])
-    } else {
-        (None, rest)
-    };
+    if has_dedupe != 1 {
+        return Ok((None, rest));
+    }
+    let key: [u8; 32] = rest
+        .get(..32)
+        .and_then(|k| k.try_into().ok())
+        .ok_or(corrupt("truncated dedupe key"))?;
+    Ok((Some(key), &rest[32..]))
+}
+
+pub fn decode_summary(id: EventId, value: &[u8]) -> Result<(Event, Option<[u8; 32]>), Error> {
+    let (dedupe, json) = split_summary(id, value)?;
     let mut event: Event =
         serde_json::from_slice(json).map_err(|source| Error::Decode { id, source })?;
     // The summary is serialised before the writer allocates the id: the key is the truth.
@@ -84,21 +87,7 @@ pub fn decode_summary_keys(
     id: EventId,
     value: &[u8],
 ) -> Result<(SummaryKeys, Option<[u8; 32]>), Error> {
-    let corrupt = |reason: &'static str| Error::Corrupt { id, reason };
-    let (&format, rest) = value.split_first().ok_or(corrupt("empty record"))?;
-    if format != FORMAT {
-        return Err(corrupt("unknown record format"));
-    }
-    let (&has_dedupe, rest) = rest.split_first().ok_or(corrupt("truncated record"))?;
-    let (dedupe, json) = if has_dedupe == 1 {
-        let key: [u8; 32] = rest
-            .get(..32)
-            .and_then(|k| k.try_into().ok())
-            .ok_or(corrupt("truncated dedupe key"))?;
-        (Some(key), &rest[32..])
-    } else {
-        (None, rest)
-    };
+    let (dedupe, json) = split_summary(id, value)?;
     let keys = serde_json::from_slice(json).map_err(|source| Error::Decode { id, source })?;
     Ok((keys, dedupe))
 }

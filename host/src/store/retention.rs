@@ -149,29 +149,26 @@ fn trim_object(
     counts: &mut VersionCounts,
 ) -> Result<()> {
     let keep = shared.settings.max_versions_per_object as usize;
-    let Some(&(total, low)) = counts.counts.get(prefix) else {
+    let Some(&(_, low)) = counts.counts.get(prefix) else {
         return Ok(());
     };
-    let excess = total.saturating_sub(keep);
+    // The cached count only says when to look: it can run ahead of the index (an append
+    // counted by the first scan is reported again by the writer). What is deleted is decided
+    // on the live entries, read from the low-water mark on (past the tombstones).
     let mut end = prefix.to_vec();
     end.extend_from_slice(&[0xff; 9]);
-    let mut ids = Vec::with_capacity(excess);
-    for guard in shared
-        .ks
-        .by_object
-        .range(keys::with_id(prefix, low)..end)
-        .take(excess)
-    {
+    let mut live = Vec::new();
+    for guard in shared.ks.by_object.range(keys::with_id(prefix, low)..end) {
         if let Some(id) = keys::id_suffix(&guard.key()?) {
-            ids.push(id);
+            live.push(id);
         }
     }
-    let next_low = ids.last().map_or(low, |id| EventId(id.0 + 1));
-    let removed = ids.len();
-    delete(writer, ids)?;
-    counts
-        .counts
-        .insert(prefix.to_vec(), (total - removed, next_low));
+    let excess = live.len().saturating_sub(keep);
+    let next_low = live[..excess].last().map_or(low, |id| EventId(id.0 + 1));
+    let remaining = live.len() - excess;
+    live.truncate(excess);
+    delete(writer, live)?;
+    counts.counts.insert(prefix.to_vec(), (remaining, next_low));
     Ok(())
 }
 

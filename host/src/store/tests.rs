@@ -326,6 +326,54 @@ fn retention_keeps_the_newest_versions_per_object() {
 }
 
 #[test]
+fn retention_never_removes_the_newest_versions_of_a_burst() {
+    // A burst of appends to one object while retention first meets it: however the
+    // notifications are grouped, exactly the newest `keep` versions remain.
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StoreSettings {
+            max_versions_per_object: 3,
+            ..settings()
+        };
+        let store = Store::open(dir.path(), settings).unwrap();
+        let receivers: Vec<_> = (0..12)
+            .map(|i| {
+                let uid = format!("b{round}-{i}");
+                store.append(Box::new(event("shop", "Deployment", "web", "alice", &uid)))
+            })
+            .collect();
+        let mut ids: Vec<EventId> = receivers
+            .into_iter()
+            .map(|r| recorded(r.blocking_recv().unwrap().unwrap()))
+            .collect();
+        ids.sort();
+        let key = ObjectKey {
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            namespace: "shop".into(),
+            name: "web".into(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (events, trimmed) = store.object_events(&key).unwrap();
+            assert!(events.len() >= 3, "round {round}: newest versions removed");
+            // Events and the trimmed count are two reads: wait until they agree.
+            if trimmed == 9 && events.len() == 3 {
+                let left: Vec<EventId> = events.iter().map(|e| e.id).collect();
+                assert_eq!(left, ids[9..].to_vec(), "round {round}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: not trimmed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        store.close();
+    }
+}
+
+#[test]
 fn cursors_persist() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();
