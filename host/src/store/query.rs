@@ -3,6 +3,7 @@
 //! filters and walks it newest first; filters the index does not cover are applied to the
 //! summaries, within a scan budget so no request can walk the whole store.
 
+use fjall::Readable as _;
 use logistis_api::{Event, EventId, NamespaceSummary, Operation};
 
 use super::record::{self, Objects};
@@ -222,16 +223,20 @@ impl Store {
     pub fn object_events(&self, object: &ObjectKey) -> Result<(Vec<Event>, u64)> {
         let ks = &self.shared().ks;
         let prefix = object.prefix();
+        // One snapshot for every read: retention may delete versions meanwhile, and the
+        // versions and the count of trimmed ones must describe the same moment.
+        let snapshot = self.shared().db.snapshot();
         let mut events = Vec::new();
-        for guard in ks.by_object.prefix(&prefix) {
+        for guard in snapshot.prefix(&ks.by_object, &prefix) {
             let key = guard.key()?;
             let Some(id) = keys::id_suffix(&key) else {
                 continue;
             };
-            let Some(mut event) = self.summary(id)? else {
+            let Some(summary) = snapshot.get(&ks.events, id.to_be_bytes())? else {
                 continue;
             };
-            if let Some(value) = ks.objects.get(id.to_be_bytes())? {
+            let (mut event, _) = record::decode_summary(id, &summary)?;
+            if let Some(value) = snapshot.get(&ks.objects, id.to_be_bytes())? {
                 let raw = record::decode_raw_objects(id, &value)?;
                 event.object = record::parse_raw(id, raw.object)?;
                 if event.object.is_none() || event.operation == Operation::Delete {
@@ -240,7 +245,9 @@ impl Store {
             }
             events.push(event);
         }
-        let trimmed = ks.trimmed.get(&prefix)?.map_or(0, |v| read_u64(&v));
+        let trimmed = snapshot
+            .get(&ks.trimmed, &prefix)?
+            .map_or(0, |v| read_u64(&v));
         Ok((events, trimmed))
     }
 

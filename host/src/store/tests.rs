@@ -357,7 +357,7 @@ fn retention_never_removes_the_newest_versions_of_a_burst() {
         loop {
             let (events, trimmed) = store.object_events(&key).unwrap();
             assert!(events.len() >= 3, "round {round}: newest versions removed");
-            // Events and the trimmed count are two reads: wait until they agree.
+            // Trimming runs beside the writer: wait until it is done.
             if trimmed == 9 && events.len() == 3 {
                 let left: Vec<EventId> = events.iter().map(|e| e.id).collect();
                 assert_eq!(left, ids[9..].to_vec(), "round {round}");
