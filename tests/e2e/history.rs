@@ -283,21 +283,13 @@ async fn retention_says_where_versions_start() {
         .args(["--max-versions-per-object", "3"])
         .start()
         .unwrap();
-    let base = own_review("update-deployment-replicas.json");
-    for n in 0..6 {
-        let mut review = with_uid(&base, &format!("ret-{n}"));
-        review["request"]["object"]["spec"]["replicas"] = json!(10 + n);
-        server.admit(&review).await.unwrap();
-    }
-    // Retention runs beside the writer: poll (bounded) until it has trimmed.
-    let mut list = Value::Null;
-    for _ in 0..200 {
-        list = server.get_ok(&format!("{WEB}/versions")).await.unwrap();
-        if list["trimmedEvents"] == 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    server.admit_six_updates().await.unwrap();
+    let list = server
+        .get_until(&format!("{WEB}/versions"), |list| {
+            list["trimmedEvents"] == 3
+        })
+        .await
+        .unwrap();
     assert_eq!(list["trimmedEvents"], 3, "{list}");
     assert_eq!(list["firstVersion"], 4);
     let numbers: Vec<u64> = list["items"]

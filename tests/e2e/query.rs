@@ -191,33 +191,25 @@ async fn retention_keeps_the_newest_versions_of_each_object() {
         .args(["--max-versions-per-object", "3"])
         .start()
         .unwrap();
-    let base = own_review("update-deployment-replicas.json");
-    for n in 0..6 {
-        let mut review = with_uid(&base, &format!("ret-{n}"));
-        review["request"]["object"]["spec"]["replicas"] = json!(10 + n);
-        server.admit(&review).await.unwrap();
-    }
-    // Retention runs beside the writer: poll (bounded) until it has trimmed.
-    let mut remaining = usize::MAX;
-    for _ in 0..200 {
-        let web = server
-            .get_ok("/api/v1/events?namespace=shop&kind=Deployment&name=web")
-            .await
-            .unwrap();
-        remaining = web["items"].as_array().unwrap().len();
-        if remaining == 3 {
-            let uids: Vec<&str> = web["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["uid"].as_str().unwrap())
-                .collect();
-            assert_eq!(uids, ["ret-5", "ret-4", "ret-3"]);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(remaining, 3);
+    server.admit_six_updates().await.unwrap();
+    let web = server
+        .get_until(
+            "/api/v1/events?namespace=shop&kind=Deployment&name=web",
+            |web| {
+                web["items"]
+                    .as_array()
+                    .is_some_and(|items| items.len() == 3)
+            },
+        )
+        .await
+        .unwrap();
+    let uids: Vec<&str> = web["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uids, ["ret-5", "ret-4", "ret-3"], "{web}");
     let removed = server
         .metric("logistis_store_retention_removed_events_total")
         .await

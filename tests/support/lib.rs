@@ -314,6 +314,34 @@ impl Server {
         Ok(body)
     }
 
+    /// GET a path until `done` holds for its answer (retention and sinks work beside the
+    /// writer); returns the last answer. Bounded: 10 s, then the caller's assertions speak.
+    pub async fn get_until(
+        &self,
+        path_and_query: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = self.get_ok(path_and_query).await?;
+            if done(&answer) || std::time::Instant::now() >= deadline {
+                return Ok(answer);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Six UPDATEs of `shop/web` (uids `ret-0`..`ret-5`, replicas 10..15), for retention tests.
+    pub async fn admit_six_updates(&self) -> Result<()> {
+        let base = own_review("update-deployment-replicas.json");
+        for n in 0..6 {
+            let mut review = with_uid(&base, &format!("ret-{n}"));
+            review["request"]["object"]["spec"]["replicas"] = json!(10 + n);
+            self.admit(&review).await?;
+        }
+        Ok(())
+    }
+
     /// The text of `/metrics`.
     pub async fn metrics(&self) -> Result<String> {
         Ok(self

@@ -15,7 +15,12 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn build(name: &str, policy: Policy) -> Outcome {
-    let (_, request) = review::parse(&fixture(name)).unwrap();
+    build_body(&fixture(name), policy)
+}
+
+/// Build the event of a review given as bytes.
+fn build_body(body: &[u8], policy: Policy) -> Outcome {
+    let (_, request) = review::parse(body).unwrap();
     build_event(
         request,
         Utc::now(),
@@ -26,9 +31,13 @@ fn build(name: &str, policy: Policy) -> Outcome {
 }
 
 fn recorded(name: &str) -> NewEvent {
-    match build(name, Policy::default()) {
+    recorded_body(&fixture(name))
+}
+
+fn recorded_body(body: &[u8]) -> NewEvent {
+    match build_body(body, Policy::default()) {
         Outcome::Record(event) => *event,
-        other => panic!("{name}: expected a recorded event, got {other:?}"),
+        other => panic!("expected a recorded event, got {other:?}"),
     }
 }
 
@@ -186,16 +195,7 @@ fn dedupe_key_follows_uid_and_identity() {
     );
     let mut body: Value = serde_json::from_slice(&fixture("create-deployment.json")).unwrap();
     body["request"]["name"] = json!("other");
-    let (_, request) = review::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
-    let Outcome::Record(other) = build_event(
-        request,
-        Utc::now(),
-        Policy::default(),
-        &Redactor::new([1; 32]),
-        &KindTable::default(),
-    ) else {
-        panic!()
-    };
+    let other = recorded_body(&serde_json::to_vec(&body).unwrap());
     assert_ne!(
         a, other.dedupe_key,
         "same uid, different object: not a re-send"
@@ -206,16 +206,7 @@ fn dedupe_key_follows_uid_and_identity() {
 fn a_review_without_kind_takes_it_from_the_object() {
     let body = br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{
         "operation":"UPDATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{}}}}"#;
-    let (_, request) = review::parse(body).unwrap();
-    let Outcome::Record(e) = build_event(
-        request,
-        Utc::now(),
-        Policy::default(),
-        &Redactor::new([1; 32]),
-        &KindTable::default(),
-    ) else {
-        panic!()
-    };
+    let e = recorded_body(body);
     assert_eq!(
         (
             e.event.resource.kind.as_str(),

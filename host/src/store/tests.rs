@@ -46,6 +46,16 @@ fn digest(uid: &str) -> Box<[u8; 32]> {
     Box::new(sha2::Sha256::digest(uid.as_bytes()).into())
 }
 
+/// The object most tests append to: `apps/Deployment shop/web`.
+fn shop_web() -> ObjectKey {
+    ObjectKey {
+        group: "apps".into(),
+        kind: "Deployment".into(),
+        namespace: "shop".into(),
+        name: "web".into(),
+    }
+}
+
 fn settings() -> StoreSettings {
     StoreSettings {
         retention_interval: Duration::from_millis(20),
@@ -286,12 +296,7 @@ fn retention_keeps_the_newest_versions_per_object() {
     store
         .append_blocking(event("shop", "Deployment", "other", "alice", "o1"))
         .unwrap();
-    let key = ObjectKey {
-        group: "apps".into(),
-        kind: "Deployment".into(),
-        namespace: "shop".into(),
-        name: "web".into(),
-    };
+    let key = shop_web();
     // Retention runs on its own thread: wait (bounded) until it has trimmed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -347,12 +352,7 @@ fn retention_never_removes_the_newest_versions_of_a_burst() {
             .map(|r| recorded(r.blocking_recv().unwrap().unwrap()))
             .collect();
         ids.sort();
-        let key = ObjectKey {
-            group: "apps".into(),
-            kind: "Deployment".into(),
-            namespace: "shop".into(),
-            name: "web".into(),
-        };
+        let key = shop_web();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let (events, trimmed) = store.object_events(&key).unwrap();

@@ -209,17 +209,18 @@ impl Writer {
         let mut in_batch: HashMap<[u8; 32], EventId> = HashMap::new();
         let mut touched = Vec::new();
         let mut ns_touched = Vec::new();
-        for (prepared, _) in &appends {
-            let outcome = match self.add_to_batch(prepared, &mut batch, &mut in_batch) {
-                Ok(Appended::Recorded(id)) => {
-                    if self.shared.settings.max_versions_per_object > 0 {
-                        touched.push(object_prefix(&prepared.event));
-                    }
-                    ns_touched.push(prepared.event.resource.namespace.clone());
-                    Ok(Appended::Recorded(id))
+        let (prepared, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
+        for prepared in prepared {
+            // Taken before the event's bytes move into the batch.
+            let prefix = object_prefix(&prepared.event);
+            let namespace = prepared.event.resource.namespace.clone();
+            let outcome = self.add_to_batch(*prepared, &mut batch, &mut in_batch);
+            if let Ok(Appended::Recorded(_)) = outcome {
+                if self.shared.settings.max_versions_per_object > 0 {
+                    touched.push(prefix);
                 }
-                other => other,
-            };
+                ns_touched.push(namespace);
+            }
             outcomes.push(outcome);
         }
         for namespace in ns_touched {
@@ -244,7 +245,7 @@ impl Writer {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match result {
             Ok(()) => {
-                for ((_, reply), outcome) in appends.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
                 for prefix in touched {
@@ -259,7 +260,7 @@ impl Writer {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Nothing of this group is durable: reload the counters and fail every request.
                 self.reload_counts();
-                for (_, reply) in appends {
+                for reply in replies {
                     let _ = reply.send(Err(Error::Io(fjall::Error::Poisoned)));
                 }
             }
@@ -273,7 +274,7 @@ impl Writer {
     /// Add one event to the batch, or report it as a duplicate.
     fn add_to_batch(
         &mut self,
-        prepared: &Prepared,
+        prepared: Prepared,
         batch: &mut OwnedWriteBatch,
         in_batch: &mut HashMap<[u8; 32], EventId>,
     ) -> Result<Appended> {
@@ -291,9 +292,9 @@ impl Writer {
         }
         let id = self.next_id();
         let id_bytes = id.to_be_bytes();
-        batch.insert(&ks.events, id_bytes.to_vec(), prepared.summary.clone());
-        if let Some(objects) = &prepared.objects {
-            batch.insert(&ks.objects, id_bytes.to_vec(), objects.clone());
+        batch.insert(&ks.events, id_bytes.to_vec(), prepared.summary);
+        if let Some(objects) = prepared.objects {
+            batch.insert(&ks.objects, id_bytes.to_vec(), objects);
         }
         for (keyspace, key) in index_keys(
             ks,
