@@ -5,13 +5,14 @@
 //! value is checked before any socket is bound; a bad one is one clear line and exit code 2.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::admission::Policy;
+use crate::certs::CertSettings;
 use crate::plugins::PluginSettings;
 use crate::store::{Durability, StoreSettings};
 use crate::telemetry::LogFormat;
@@ -24,6 +25,12 @@ pub const DEFAULT_RETENTION: &str = "30d";
 /// The API server sends at most ~3 MiB objects (etcd's limit is 1.5 MiB per object, and a
 /// review carries two); 16 MiB leaves room without letting one request exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+pub const DEFAULT_CERT_SECRET: &str = "logistis-tls";
+pub const DEFAULT_SERVICE: &str = "logistis";
+pub const DEFAULT_WEBHOOK_CONFIGURATION: &str = "logistis";
+/// Where a pod finds its own namespace (the service account mount).
+pub const SERVICE_ACCOUNT_NAMESPACE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +89,35 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGISTIS_SELF_SIGNED", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub self_signed: bool,
 
+    /// In a cluster: keep a CA and the serving certificate in a Kubernetes Secret (renewed
+    /// before expiry) and the webhook configuration's caBundle up to date
+    #[arg(
+        long,
+        env = "LOGISTIS_MANAGE_CERTS",
+        conflicts_with_all = ["tls_cert", "tls_key", "self_signed"]
+    )]
+    pub manage_certs: bool,
+
+    /// Namespace of the certificate Secret and of the Service (with --manage-certs)
+    /// [default: the pod's own namespace]
+    #[arg(long, env = "LOGISTIS_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// The Secret holding the CA and serving certificate; must exist, may be empty
+    /// (with --manage-certs) [default: logistis-tls]
+    #[arg(long, env = "LOGISTIS_CERT_SECRET", value_name = "NAME")]
+    pub cert_secret: Option<String>,
+
+    /// The Service in front of the webhook: the certificate is for NAME, NAME.NS, NAME.NS.svc
+    /// and NAME.NS.svc.cluster.local (with --manage-certs) [default: logistis]
+    #[arg(long, env = "LOGISTIS_SERVICE", value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// The ValidatingWebhookConfiguration whose webhooks calling the Service get the caBundle
+    /// (with --manage-certs) [default: logistis]
+    #[arg(long, env = "LOGISTIS_WEBHOOK_CONFIGURATION", value_name = "NAME")]
+    pub webhook_configuration: Option<String>,
+
     /// When an event is durable before the webhook answers [default: sync]
     #[arg(long, env = "LOGISTIS_DURABILITY", value_enum)]
     pub durability: Option<DurabilityArg>,
@@ -131,8 +167,13 @@ pub struct ServeArgs {
 /// Where the TLS certificate comes from.
 #[derive(Debug, Clone)]
 pub enum TlsSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     SelfSigned,
+    /// `--manage-certs`: kept in a Kubernetes Secret by [`crate::certs`].
+    Managed(CertSettings),
 }
 
 /// Validated settings for `serve`.
@@ -186,6 +227,11 @@ impl ServeArgs {
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             self_signed: self.self_signed || file.self_signed,
+            manage_certs: self.manage_certs || file.manage_certs,
+            namespace: self.namespace.or(file.namespace),
+            cert_secret: self.cert_secret.or(file.cert_secret),
+            service: self.service.or(file.service),
+            webhook_configuration: self.webhook_configuration.or(file.webhook_configuration),
             durability: self.durability.or(file.durability),
             max_versions_per_object: self
                 .max_versions_per_object
@@ -224,6 +270,17 @@ impl ServeArgs {
     }
 
     fn validate(self) -> Result<Settings, ConfigError> {
+        if self.manage_certs
+            && (self.tls_cert.is_some() || self.tls_key.is_some() || self.self_signed)
+        {
+            return Err(invalid(
+                "--manage-certs cannot be combined with --tls-cert/--tls-key or --self-signed",
+            ));
+        }
+        let managed = self
+            .manage_certs
+            .then(|| self.cert_settings(Path::new(SERVICE_ACCOUNT_NAMESPACE)))
+            .transpose()?;
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -243,28 +300,35 @@ impl ServeArgs {
                 "--query-plain-http is only allowed on a loopback address, not {query_listen}"
             )));
         }
-        let tls = match (self.tls_cert, self.tls_key, self.self_signed) {
-            (Some(_), Some(_), true) => {
-                return Err(invalid(
-                    "--self-signed cannot be combined with --tls-cert/--tls-key",
-                ));
-            }
-            (Some(cert), Some(key), false) => {
-                for (flag, path) in [("--tls-cert", &cert), ("--tls-key", &key)] {
-                    if !path.is_file() {
-                        return Err(invalid(format!("{flag} {}: no such file", path.display())));
-                    }
+        let tls = if let Some(managed) = managed {
+            TlsSource::Managed(managed)
+        } else {
+            match (self.tls_cert, self.tls_key, self.self_signed) {
+                (Some(_), Some(_), true) => {
+                    return Err(invalid(
+                        "--self-signed cannot be combined with --tls-cert/--tls-key",
+                    ));
                 }
-                TlsSource::Files { cert, key }
-            }
-            (None, None, true) => TlsSource::SelfSigned,
-            (Some(_), None, _) | (None, Some(_), _) => {
-                return Err(invalid("--tls-cert and --tls-key must be given together"));
-            }
-            (None, None, false) => {
-                return Err(invalid(
-                    "the webhook needs TLS: give --tls-cert and --tls-key, or --self-signed for local use",
-                ));
+                (Some(cert), Some(key), false) => {
+                    for (flag, path) in [("--tls-cert", &cert), ("--tls-key", &key)] {
+                        if !path.is_file() {
+                            return Err(invalid(format!(
+                                "{flag} {}: no such file",
+                                path.display()
+                            )));
+                        }
+                    }
+                    TlsSource::Files { cert, key }
+                }
+                (None, None, true) => TlsSource::SelfSigned,
+                (Some(_), None, _) | (None, Some(_), _) => {
+                    return Err(invalid("--tls-cert and --tls-key must be given together"));
+                }
+                (None, None, false) => {
+                    return Err(invalid(
+                        "the webhook needs TLS: give --tls-cert and --tls-key, --manage-certs in a cluster, or --self-signed for local use",
+                    ));
+                }
             }
         };
         let retention = parse_retention(self.retention.as_deref().unwrap_or(DEFAULT_RETENTION))?;
@@ -333,6 +397,76 @@ impl ServeArgs {
             answer_only: self.answer_only,
         })
     }
+}
+
+impl ServeArgs {
+    /// The `--manage-certs` objects; the namespace defaults to the pod's own, read from
+    /// `service_account_namespace`.
+    fn cert_settings(&self, service_account_namespace: &Path) -> Result<CertSettings, ConfigError> {
+        let namespace = match &self.namespace {
+            Some(namespace) => namespace.clone(),
+            None => std::fs::read_to_string(service_account_namespace)
+                .map(|text| text.trim().to_owned())
+                .ok()
+                .filter(|text| !text.is_empty())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--manage-certs needs --namespace: not running in a pod ({} is not readable)",
+                        service_account_namespace.display()
+                    ))
+                })?,
+        };
+        let or_default = |value: &Option<String>, default: &str| {
+            value.clone().unwrap_or_else(|| default.to_owned())
+        };
+        let settings = CertSettings {
+            namespace,
+            secret: or_default(&self.cert_secret, DEFAULT_CERT_SECRET),
+            service: or_default(&self.service, DEFAULT_SERVICE),
+            webhook_configuration: or_default(
+                &self.webhook_configuration,
+                DEFAULT_WEBHOOK_CONFIGURATION,
+            ),
+        };
+        check_dns_label("--namespace", &settings.namespace)?;
+        check_dns_label("--service", &settings.service)?;
+        check_dns_subdomain("--cert-secret", &settings.secret)?;
+        check_dns_subdomain("--webhook-configuration", &settings.webhook_configuration)?;
+        Ok(settings)
+    }
+}
+
+/// A Kubernetes object name of the RFC 1123 label kind (namespaces, Services): lower-case
+/// letters, digits and `-`, starting and ending with a letter or digit, at most 63.
+fn check_dns_label(flag: &str, value: &str) -> Result<(), ConfigError> {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let valid = !value.is_empty()
+        && value.len() <= 63
+        && value.chars().all(|c| alphanumeric(c) || c == '-')
+        && value.starts_with(alphanumeric)
+        && value.ends_with(alphanumeric);
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{flag} {value:?}: not a valid name (lower-case letters, digits and '-', at most 63)"
+        )))
+    }
+}
+
+/// A Kubernetes object name of the RFC 1123 subdomain kind (Secrets, webhook
+/// configurations): dot-separated labels, at most 253 in all.
+fn check_dns_subdomain(flag: &str, value: &str) -> Result<(), ConfigError> {
+    if value.len() > 253
+        || value
+            .split('.')
+            .any(|label| check_dns_label(flag, label).is_err())
+    {
+        return Err(invalid(format!(
+            "{flag} {value:?}: not a valid name (lower-case letters, digits, '-' and '.', at most 253)"
+        )));
+    }
+    Ok(())
 }
 
 /// `30d`, `12h`, `90m`; `0` keeps events forever.
@@ -491,6 +625,94 @@ mod tests {
         .into_settings()
         .unwrap_err();
         assert!(matches!(error, ConfigError::ParseFile { .. }));
+    }
+
+    fn managed() -> ServeArgs {
+        ServeArgs {
+            manage_certs: true,
+            namespace: Some("logistis".into()),
+            ..ServeArgs::default()
+        }
+    }
+
+    #[test]
+    fn manage_certs_has_the_documented_defaults() {
+        let settings = managed().into_settings().unwrap();
+        let TlsSource::Managed(certs) = settings.tls else {
+            panic!("expected managed certificates, got {:?}", settings.tls);
+        };
+        assert_eq!(
+            certs,
+            CertSettings {
+                namespace: "logistis".into(),
+                secret: DEFAULT_CERT_SECRET.into(),
+                service: DEFAULT_SERVICE.into(),
+                webhook_configuration: DEFAULT_WEBHOOK_CONFIGURATION.into(),
+            }
+        );
+    }
+
+    #[test]
+    fn manage_certs_takes_the_pods_namespace_or_says_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("namespace");
+        let args = ServeArgs {
+            namespace: None,
+            ..managed()
+        };
+        let error = args.cert_settings(&file).unwrap_err().to_string();
+        assert!(error.contains("--namespace"), "{error}");
+        std::fs::write(&file, "audit\n").unwrap();
+        assert_eq!(args.cert_settings(&file).unwrap().namespace, "audit");
+        let flag_wins = ServeArgs {
+            namespace: Some("other".into()),
+            ..managed()
+        };
+        assert_eq!(flag_wins.cert_settings(&file).unwrap().namespace, "other");
+    }
+
+    #[rstest]
+    #[case(ServeArgs { self_signed: true, ..managed() }, "--self-signed")]
+    #[case(ServeArgs { namespace: Some("Logistis".into()), ..managed() }, "--namespace")]
+    #[case(ServeArgs { service: Some("-svc".into()), ..managed() }, "--service")]
+    #[case(ServeArgs { cert_secret: Some("tls..secret".into()), ..managed() }, "--cert-secret")]
+    #[case(ServeArgs { webhook_configuration: Some("a_b".into()), ..managed() }, "--webhook-configuration")]
+    fn manage_certs_rejects_conflicts_and_bad_names(#[case] args: ServeArgs, #[case] flag: &str) {
+        let error = args.into_settings().unwrap_err().to_string();
+        assert!(error.contains(flag), "{error}");
+    }
+
+    #[test]
+    fn dotted_names_are_fine_where_kubernetes_allows_them() {
+        let args = ServeArgs {
+            cert_secret: Some("logistis.tls".into()),
+            webhook_configuration: Some("logistis.example.com".into()),
+            ..managed()
+        };
+        assert!(args.into_settings().is_ok());
+    }
+
+    #[test]
+    fn the_config_file_can_turn_on_manage_certs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logistis.yaml");
+        std::fs::write(
+            &path,
+            "manage-certs: true\nnamespace: audit\ncert-secret: audit-tls\nservice: recorder\nwebhook-configuration: recorder\n",
+        )
+        .unwrap();
+        let settings = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .into_settings()
+        .unwrap();
+        let TlsSource::Managed(certs) = settings.tls else {
+            panic!("expected managed certificates");
+        };
+        assert_eq!(certs.secret_ref(), "audit/audit-tls");
+        assert_eq!(certs.server_name(), "recorder.audit.svc");
+        assert_eq!(certs.webhook_configuration, "recorder");
     }
 
     #[test]

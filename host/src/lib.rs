@@ -9,11 +9,14 @@
 //! - [`plugins`]: WebAssembly capture predicates (in the admission path) and sinks (on the
 //!   durable log).
 //! - [`store`]: fjall keyspaces, group commit, retention, queries.
+//! - [`tls`] and [`certs`]: the listeners' certificate — from files, self-signed, or managed
+//!   by the server itself in a Kubernetes Secret with the webhook's caBundle kept current.
 //! - [`server`]: wires them together and shuts them down in order.
 //!
 //! `http` calls the others; `admission`, `plugins` and `store` never import `http`.
 
 pub mod admission;
+pub mod certs;
 pub mod config;
 pub mod hash_key;
 pub mod history;

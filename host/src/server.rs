@@ -3,6 +3,10 @@
 //! Order: data dir → Secret hashing key → TLS → store → plugins → bind both listeners →
 //! serve until the shutdown token fires → drain in-flight requests → stop plugins → flush and
 //! close the store. Every step that can fail on bad input fails before a socket is bound.
+//!
+//! With `--manage-certs` the TLS step obtains the certificate from the cluster (waiting while
+//! the API is unreachable); the caBundle is patched right after the listeners bind, so the
+//! API server starts calling only once something answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use crate::http::{self, AdmissionContext, AppState};
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
 use crate::store::Store;
-use crate::{hash_key, tls};
+use crate::{certs, hash_key, tls};
 
 /// The addresses actually bound (useful with port 0).
 #[derive(Debug, Clone, Copy)]
@@ -36,18 +40,30 @@ pub async fn run(
         .with_context(|| format!("cannot create the data dir {}", settings.data_dir.display()))?;
     let key = hash_key::load_or_create(&settings.data_dir)?;
 
-    let cert_paths = match &settings.tls {
-        TlsSource::Files { cert, key } => tls::CertPaths {
+    let mut cert_manager = None;
+    let resolver = match &settings.tls {
+        TlsSource::Files { cert, key } => tls::CertResolver::load(tls::CertPaths {
             cert: cert.clone(),
             key: key.clone(),
-        },
+        })?,
         TlsSource::SelfSigned => {
             let files = tls::ensure_self_signed(&settings.data_dir)?;
             println!("ca: {}", files.ca_cert.display());
-            files.paths
+            tls::CertResolver::load(files.paths)?
+        }
+        TlsSource::Managed(cert_settings) => {
+            let Some(manager) = certs::CertManager::start(cert_settings.clone(), &shutdown)
+                .await
+                .context("cannot obtain the serving certificate (--manage-certs)")?
+            else {
+                tracing::info!("stopped before the certificate was obtained");
+                return Ok(());
+            };
+            let resolver = manager.resolver();
+            cert_manager = Some(manager);
+            resolver
         }
     };
-    let resolver = tls::CertResolver::load(cert_paths)?;
     let tls_config = tls::server_config(resolver.clone())?;
 
     let store_dir = settings.data_dir.join("store");
@@ -66,6 +82,9 @@ pub async fn run(
     };
     let mut metrics = Metrics::new();
     plugins.register_metrics(metrics.registry_mut());
+    if let Some(manager) = &cert_manager {
+        manager.register_metrics(metrics.registry_mut());
+    }
 
     let state = AppState {
         store: store.clone(),
@@ -110,6 +129,9 @@ pub async fn run(
     on_bound(bound);
 
     resolver.watch(shutdown.clone());
+    if let Some(manager) = cert_manager {
+        manager.spawn(shutdown.clone());
+    }
     let query_tls = (!settings.query_plain_http).then(|| tls_config.clone());
     let webhook = tokio::spawn(http::serve::serve(
         "webhook",

@@ -1,6 +1,7 @@
 //! TLS for both listeners: certificates from files, reloaded when the files change (as
-//! cert-manager and Secret mounts rotate them), or a self-signed CA and server certificate
-//! generated once into the data dir for local use.
+//! cert-manager and Secret mounts rotate them), a self-signed CA and server certificate
+//! generated once into the data dir for local use, or a certificate handed over in memory by
+//! [`crate::certs`] (`--manage-certs`), so its private key never touches the disk.
 //!
 //! Reload polls the files' contents rather than relying on inotify: a Secret mount swaps a
 //! `..data` symlink, which inotify watchers on the file path routinely miss.
@@ -55,6 +56,17 @@ pub enum Error {
     Config(#[source] rustls::Error),
 }
 
+/// Why a PEM certificate and private key cannot be served (wherever they came from).
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("no PEM certificate")]
+    NoCertificate,
+    #[error("no usable PEM private key")]
+    BadKey(#[source] rustls_pki_types::pem::Error),
+    #[error("the private key is not supported")]
+    UnsupportedKey(#[source] rustls::Error),
+}
+
 /// Where the certificate comes from.
 #[derive(Debug, Clone)]
 pub struct CertPaths {
@@ -66,7 +78,8 @@ pub struct CertPaths {
 #[derive(Debug)]
 pub struct CertResolver {
     current: ArcSwap<CertifiedKey>,
-    paths: CertPaths,
+    /// `None` for a certificate set in memory ([`CertResolver::from_pem`]).
+    paths: Option<CertPaths>,
     digest: std::sync::Mutex<[u8; 32]>,
 }
 
@@ -83,30 +96,38 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// A servable certificate chain and signing key from PEM.
+pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, PemError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    if chain.is_empty() {
+        return Err(PemError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(PemError::BadKey)?;
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(PemError::UnsupportedKey)?;
+    Ok(CertifiedKey::new(chain, signing_key))
+}
+
 fn certified_key(
     paths: &CertPaths,
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<CertifiedKey, Error> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    if chain.is_empty() {
-        return Err(Error::NoCertificate {
+    certified_key_from_pem(cert_pem, key_pem).map_err(|error| match error {
+        PemError::NoCertificate => Error::NoCertificate {
             path: paths.cert.clone(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| Error::BadKey {
-        path: paths.key.clone(),
-        source,
-    })?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|source| {
-        Error::UnsupportedKey {
+        },
+        PemError::BadKey(source) => Error::BadKey {
             path: paths.key.clone(),
             source,
-        }
-    })?;
-    Ok(CertifiedKey::new(chain, signing_key))
+        },
+        PemError::UnsupportedKey(source) => Error::UnsupportedKey {
+            path: paths.key.clone(),
+            source,
+        },
+    })
 }
 
 fn digest(cert_pem: &[u8], key_pem: &[u8]) -> [u8; 32] {
@@ -125,28 +146,59 @@ impl CertResolver {
         Ok(Arc::new(CertResolver {
             current: ArcSwap::from_pointee(key),
             digest: std::sync::Mutex::new(digest(&cert_pem, &key_pem)),
-            paths,
+            paths: Some(paths),
         }))
     }
 
+    /// Serve a certificate held in memory; replace it later with [`CertResolver::set_pem`].
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertResolver>, PemError> {
+        let key = certified_key_from_pem(cert_pem, key_pem)?;
+        Ok(Arc::new(CertResolver {
+            current: ArcSwap::from_pointee(key),
+            digest: std::sync::Mutex::new(digest(cert_pem, key_pem)),
+            paths: None,
+        }))
+    }
+
+    /// Swap in a new in-memory certificate if it differs from the one served; the next
+    /// handshake uses it. Returns whether it changed.
+    pub fn set_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, PemError> {
+        let new_digest = digest(cert_pem, key_pem);
+        let mut current = self.digest.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == new_digest {
+            return Ok(false);
+        }
+        let key = certified_key_from_pem(cert_pem, key_pem)?;
+        self.current.store(Arc::new(key));
+        *current = new_digest;
+        Ok(true)
+    }
+
     /// Re-read the files; swap in the new certificate if they changed and are valid.
-    /// Returns whether a new certificate is now served.
+    /// Returns whether a new certificate is now served (never, for one set in memory).
     pub fn reload(&self) -> Result<bool, Error> {
-        let cert_pem = read(&self.paths.cert)?;
-        let key_pem = read(&self.paths.key)?;
+        let Some(paths) = &self.paths else {
+            return Ok(false);
+        };
+        let cert_pem = read(&paths.cert)?;
+        let key_pem = read(&paths.key)?;
         let new_digest = digest(&cert_pem, &key_pem);
         let mut current = self.digest.lock().unwrap_or_else(|e| e.into_inner());
         if *current == new_digest {
             return Ok(false);
         }
-        let key = certified_key(&self.paths, &cert_pem, &key_pem)?;
+        let key = certified_key(paths, &cert_pem, &key_pem)?;
         self.current.store(Arc::new(key));
         *current = new_digest;
         Ok(true)
     }
 
     /// Poll the files until `shutdown`; a broken new pair is logged and the old one kept.
+    /// Nothing to poll for a certificate set in memory.
     pub fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(paths) = self.paths.clone() else {
+            return;
+        };
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(RELOAD_INTERVAL);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,7 +210,7 @@ impl CertResolver {
                 let resolver = self.clone();
                 match tokio::task::spawn_blocking(move || resolver.reload()).await {
                     Ok(Ok(true)) => {
-                        tracing::info!(cert = %self.paths.cert.display(), "TLS certificate reloaded")
+                        tracing::info!(cert = %paths.cert.display(), "TLS certificate reloaded")
                     }
                     Ok(Ok(false)) => {}
                     Ok(Err(error)) => tracing::warn!(
@@ -278,6 +330,30 @@ mod tests {
             "unchanged files are not reloaded"
         );
         server_config(resolver).unwrap();
+    }
+
+    #[test]
+    fn an_in_memory_certificate_is_swapped_only_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |files: &SelfSigned| {
+            (
+                std::fs::read(&files.paths.cert).unwrap(),
+                std::fs::read(&files.paths.key).unwrap(),
+            )
+        };
+        let (cert, key) = read(&ensure_self_signed(dir.path()).unwrap());
+        let resolver = CertResolver::from_pem(&cert, &key).unwrap();
+        let before = resolver.current.load_full();
+        assert!(!resolver.set_pem(&cert, &key).unwrap());
+        assert!(!resolver.reload().unwrap(), "no files to reload");
+        assert!(matches!(
+            resolver.set_pem(b"garbage", &key),
+            Err(PemError::NoCertificate)
+        ));
+        assert!(Arc::ptr_eq(&before, &resolver.current.load_full()));
+        let (cert, key) = read(&ensure_self_signed(&dir.path().join("other")).unwrap());
+        assert!(resolver.set_pem(&cert, &key).unwrap());
+        assert!(!Arc::ptr_eq(&before, &resolver.current.load_full()));
     }
 
     #[test]
