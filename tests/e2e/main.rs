@@ -5,6 +5,7 @@
 
 mod admission;
 mod cli;
+mod deploy;
 mod durability;
 mod history;
 mod plugins;
