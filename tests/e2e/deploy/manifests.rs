@@ -125,6 +125,17 @@ fn webhook_sends_every_change_but_its_own_namespace_and_never_blocks() {
     }
 }
 
+/// One rule on one named object.
+fn rule(group: &str, resource: &str, name: &str, verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
+        resource_names: Some(vec![name.to_owned()]),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
 /// The server's own RBAC: named objects only, nothing created, listed or watched.
 #[test]
 fn rbac_is_least_privilege() {
@@ -171,24 +182,22 @@ fn rbac_is_least_privilege() {
     let role: Role = base.get("Role", "logistis-certs");
     assert_eq!(
         role.rules.unwrap_or_default(),
-        [PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["secrets".into()]),
-            resource_names: Some(vec![CERT_SECRET.into()]),
-            verbs: vec!["get".into(), "update".into(), "patch".into()],
-            ..PolicyRule::default()
-        }]
+        [rule(
+            "",
+            "secrets",
+            CERT_SECRET,
+            &["get", "update", "patch"]
+        )]
     );
     let cluster_role: ClusterRole = base.get("ClusterRole", "logistis-webhook-ca");
     assert_eq!(
         cluster_role.rules.unwrap_or_default(),
-        [PolicyRule {
-            api_groups: Some(vec!["admissionregistration.k8s.io".into()]),
-            resources: Some(vec!["validatingwebhookconfigurations".into()]),
-            resource_names: Some(vec![WEBHOOK_CONFIGURATION.into()]),
-            verbs: vec!["get".into(), "patch".into()],
-            ..PolicyRule::default()
-        }]
+        [rule(
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+            WEBHOOK_CONFIGURATION,
+            &["get", "patch"]
+        )]
     );
     let (pod, _) = container(&base.statefulset());
     let account = pod
@@ -227,13 +236,12 @@ fn rbac_is_least_privilege() {
         let blame: ClusterRole = render.get("ClusterRole", "logistis-blame");
         assert_eq!(
             blame.rules.unwrap_or_default(),
-            [PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["services/proxy".into()]),
-                resource_names: Some(vec![format!("https:{SERVICE}:{QUERY_PORT}")]),
-                verbs: vec!["get".into()],
-                ..PolicyRule::default()
-            }]
+            [rule(
+                "",
+                "services/proxy",
+                &format!("https:{SERVICE}:{QUERY_PORT}"),
+                &["get"]
+            )]
         );
         // Bound by the cluster's administrators to the people who may read history.
         for kind in ["RoleBinding", "ClusterRoleBinding"] {

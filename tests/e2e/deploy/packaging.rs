@@ -353,11 +353,14 @@ fn dockerfile_builds_on_given_images_locked_and_runs_as_non_root() {
         runtime.iter().all(|(k, _)| k != "RUN"),
         "no shell needed at run time"
     );
-    let user = runtime
-        .iter()
-        .find(|(k, _)| k == "USER")
-        .map(|(_, v)| v.as_str())
-        .expect("USER in the runtime stage");
+    let argument = |keyword: &str| {
+        runtime
+            .iter()
+            .find(|(k, _)| k == keyword)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {keyword} in the runtime stage"))
+    };
+    let user = argument("USER");
     let uid: u32 = user
         .split(':')
         .next()
@@ -372,12 +375,7 @@ fn dockerfile_builds_on_given_images_locked_and_runs_as_non_root() {
         Some(i64::from(uid)),
         "the manifests run as the image's user"
     );
-    let entrypoint = runtime
-        .iter()
-        .find(|(k, _)| k == "ENTRYPOINT")
-        .map(|(_, v)| v.as_str())
-        .expect("an ENTRYPOINT");
-    assert_eq!(entrypoint, r#"["/usr/local/bin/logistis"]"#);
+    assert_eq!(argument("ENTRYPOINT"), r#"["/usr/local/bin/logistis"]"#);
     for (keyword, value) in runtime {
         if keyword == "COPY" {
             assert!(value.starts_with("--from=build "), "COPY {value}");
@@ -389,4 +387,64 @@ fn dockerfile_builds_on_given_images_locked_and_runs_as_non_root() {
     for entry in ["target/", ".git/", ".local/", "logistis-data/"] {
         assert!(ignore.lines().any(|l| l == entry), ".dockerignore: {entry}");
     }
+}
+
+/// The README's way to add a plugin without editing tracked files: a kustomization under
+/// `.local/` merging a component and a `plugins.yaml` into the ConfigMap, deployed with
+/// `DEPLOY_DIR`. The kustomization is taken from the README itself.
+#[test]
+fn readme_local_overlay_adds_a_plugin_to_the_configmap() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let marker = "# .local/plugins/kustomization.yaml";
+    let start = readme
+        .find(marker)
+        .expect("the README shows .local/plugins/kustomization.yaml");
+    let indent = readme[..start].rsplit('\n').next().unwrap().len();
+    let kustomization: String = readme[start..]
+        .lines()
+        .skip(1)
+        .take_while(|line| line.trim() != "```")
+        .map(|line| format!("{}\n", line.get(indent..).unwrap_or_default()))
+        .collect();
+
+    let copy = checkout();
+    let root = copy.path();
+    let overlay = root.join(".local/plugins");
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::fs::write(overlay.join("kustomization.yaml"), &kustomization).unwrap();
+    let component = logistis_e2e::plugins::rust_plugin("logistis-plugin-namespaces");
+    std::fs::copy(component, overlay.join("only-prod.wasm")).unwrap();
+    let plugins_yaml = "predicates:\n  - name: only-prod\n    file: only-prod.wasm\n    \
+                        config: {include: [\"prod-*\"]}\n";
+    std::fs::write(overlay.join("plugins.yaml"), plugins_yaml).unwrap();
+
+    make(
+        root,
+        &[
+            ".local/deploy/kustomization.yaml",
+            "DEPLOY_DIR=.local/plugins",
+        ],
+    );
+    let objects = parse_stream(&kustomize(&root.join(".local/deploy")));
+    let configmap: k8s_openapi::api::core::v1::ConfigMap = super::strict(
+        objects
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap")
+            .expect("the plugin ConfigMap"),
+    );
+    // The same name, so the mounted volume (and hot reload) is the one the server has.
+    assert_eq!(configmap.metadata.name.as_deref(), Some("logistis-plugins"));
+    assert_eq!(
+        configmap.data.unwrap_or_default()["plugins.yaml"],
+        plugins_yaml
+    );
+    let files: BTreeSet<String> = configmap
+        .binary_data
+        .unwrap_or_default()
+        .into_keys()
+        .collect();
+    let mut expected: BTreeSet<String> =
+        plugin_names().iter().map(|n| format!("{n}.wasm")).collect();
+    expected.insert("only-prod.wasm".into());
+    assert_eq!(files, expected);
 }

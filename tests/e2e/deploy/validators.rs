@@ -23,8 +23,8 @@ fn installed(command: &mut Command) -> bool {
 fn kubernetes_validate(text: &str) -> (bool, String) {
     let mut file = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
     file.write_all(text.as_bytes()).unwrap();
-    let output = Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet"])
+    let output = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "--quiet"])
         .arg(file.path())
         .output()
         .expect("kubernetes-validate runs");
@@ -38,7 +38,7 @@ fn kubernetes_validate(text: &str) -> (bool, String) {
 
 #[test]
 fn manifests_pass_the_kubernetes_schemas() {
-    if !installed(Command::new("kubernetes-validate").arg("--version")) {
+    if !installed(Command::new("python3").args(["-m", "kubernetes_validate", "--version"])) {
         eprintln!(
             "SKIPPED manifests_pass_the_kubernetes_schemas: kubernetes-validate is not installed \
              (pip install kubernetes-validate; scripts/test.sh does)"
