@@ -136,6 +136,47 @@ fn rule(group: &str, resource: &str, name: &str, verbs: &[&str]) -> PolicyRule {
     }
 }
 
+/// Whether an RBAC rule allows a request to a namespaced core (`/api/v1`) path, with the
+/// request attributes the API server derives from it: the verb from the method, then
+/// `namespaces/NS/RESOURCE/NAME/SUBRESOURCE/…` (NAME verbatim, e.g. `https:svc:port`).
+fn allows(rule: &PolicyRule, method: &str, path: &str) -> bool {
+    let parts: Vec<&str> = path
+        .strip_prefix("/api/v1/namespaces/")
+        .expect("a namespaced core path")
+        .split('/')
+        .collect();
+    let (resource, name, subresource) = match parts[..] {
+        [_, resource] => (resource, "", None),
+        [_, resource, name] => (resource, name, None),
+        [_, resource, name, subresource, ..] => (resource, name, Some(subresource)),
+        _ => panic!("{path}: not a resource path"),
+    };
+    let verb = match method {
+        "GET" => "get",
+        "POST" => "create",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => panic!("{method}"),
+    };
+    let resource = match subresource {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource.to_owned(),
+    };
+    let has = |list: &Option<Vec<String>>, value: &str| {
+        list.as_ref()
+            .is_some_and(|l| l.iter().any(|v| v == value || v == "*"))
+    };
+    rule.verbs.iter().any(|v| v == verb || v == "*")
+        && has(&rule.api_groups, "")
+        && has(&rule.resources, &resource)
+        // resourceNames has no wildcard.
+        && rule
+            .resource_names
+            .as_ref()
+            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
+}
+
 /// The server's own RBAC: named objects only, nothing created, listed or watched.
 #[test]
 fn rbac_is_least_privilege() {
@@ -243,6 +284,37 @@ fn rbac_is_least_privilege() {
                 &["get"]
             )]
         );
+        // What kubectl-blame sends (tests/e2e/cli.rs checks it does) is allowed; the webhook
+        // port, the service without the scheme, other services and writes are not.
+        let rules = render
+            .get::<ClusterRole>("ClusterRole", "logistis-blame")
+            .rules
+            .unwrap_or_default();
+        let allowed = |method: &str, path: &str| rules.iter().any(|r| allows(r, method, path));
+        let proxy = format!("/api/v1/namespaces/{NAMESPACE}/services");
+        assert!(allowed(
+            "GET",
+            &format!("{proxy}/https:logistis:query/proxy/api/v1/events")
+        ));
+        for (method, path) in [
+            (
+                "GET",
+                format!("{proxy}/https:logistis:webhook/proxy/validate"),
+            ),
+            (
+                "POST",
+                format!("{proxy}/https:logistis:query/proxy/api/v1/events"),
+            ),
+            ("GET", format!("{proxy}/logistis/proxy/api/v1/events")),
+            ("GET", format!("{proxy}/https:kube-dns:53/proxy/")),
+            ("GET", format!("{proxy}/logistis")),
+            (
+                "GET",
+                format!("/api/v1/namespaces/{NAMESPACE}/secrets/logistis-tls"),
+            ),
+        ] {
+            assert!(!allowed(method, &path), "{method} {path} is allowed");
+        }
         // Bound by the cluster's administrators to the people who may read history.
         for kind in ["RoleBinding", "ClusterRoleBinding"] {
             for binding in render.of_kind(kind) {
