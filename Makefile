@@ -48,9 +48,10 @@ run:
 test:
 	./scripts/test.sh
 
+# Quiet but for cargo's own progress (on stderr), so that `make manifests > all.yaml` works.
 plugins:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-	$(CARGO) build --locked --profile plugin --target wasm32-wasip2 $(addprefix -p logistis-plugin-,$(PLUGINS))
+	@$(CARGO) build --locked --profile plugin --target wasm32-wasip2 $(addprefix -p logistis-plugin-,$(PLUGINS))
 	@for p in $(PLUGINS); do \
 	  cp "$(TARGET_DIR)/wasm32-wasip2/plugin/logistis_plugin_$$(echo $$p | tr - _).wasm" "$(PLUGIN_DIR)/$$p.wasm" || exit 1; \
 	done
