@@ -6,7 +6,9 @@
 //! - `sync`: full pipeline, answered once fsynced (group commit) — the default.
 //!
 //! Each review gets a unique uid, so none is deduplicated. The client runs on the same
-//! machine as the server: figures are for the pair, which is what one node can sustain.
+//! machine as the server: figures are for the pair, which is what one node can sustain. The
+//! server CPU time per review (from `/proc`) is also printed: it depends much less on what
+//! else the machine is doing than the throughput does.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -170,6 +172,8 @@ fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Res
 
 struct Figures {
     reviews_per_second: f64,
+    /// Server CPU time (user + system) per answered review, in µs.
+    server_cpu_us: f64,
     p50: u64,
     p99: u64,
     p999: u64,
@@ -233,17 +237,46 @@ async fn drive(
             histogram
         }));
     }
+    let pid = running.child.id();
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep(warm_up).await;
+        cpu_time(pid)
+    });
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     for task in tasks {
         total.add(task.await?)?;
     }
+    let cpu = cpu_time(pid)?.saturating_sub(cpu_at_start.await??);
     Ok(Figures {
         reviews_per_second: total.len() as f64 / duration.as_secs_f64(),
+        server_cpu_us: cpu.as_secs_f64() * 1e6 / total.len().max(1) as f64,
         p50: total.value_at_quantile(0.50),
         p99: total.value_at_quantile(0.99),
         p999: total.value_at_quantile(0.999),
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// User plus system CPU time of a process so far, from `/proc/PID/stat` (Linux).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading the CPU time of process {pid}"))?;
+    // The command name (field 2) may contain spaces: count fields after its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("unexpected /proc/{pid}/stat: {stat}"))
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let total = ticks(11)? + ticks(12)?;
+    // USER_HZ is 100 on every Linux architecture that matters here.
+    Ok(Duration::from_millis(total * 10))
 }
 
 #[tokio::main]
@@ -281,8 +314,8 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<6} {:>12} {:>10} {:>10} {:>10} {:>8}",
-        "mode", "reviews/s", "p50 µs", "p99 µs", "p999 µs", "errors"
+        "{:<6} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14}",
+        "mode", "reviews/s", "p50 µs", "p99 µs", "p999 µs", "errors", "server CPU µs"
     );
     let mut results = Vec::new();
     for mode in &args.modes {
@@ -290,13 +323,14 @@ async fn main() -> Result<()> {
         let figures = drive(&running, templates.clone(), args.connections, args.duration).await?;
         drop(running);
         println!(
-            "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8}",
+            "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1}",
             mode,
             figures.reviews_per_second,
             figures.p50,
             figures.p99,
             figures.p999,
-            figures.errors
+            figures.errors,
+            figures.server_cpu_us
         );
         results.push((mode.clone(), figures.reviews_per_second));
     }
