@@ -143,6 +143,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     data_dir: Option<PathBuf>,
     env: Vec<(String, String)>,
+    own_tls: bool,
 }
 
 impl ServerBuilder {
@@ -158,6 +159,13 @@ impl ServerBuilder {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Start without `--self-signed`: the arguments choose the certificate (e.g.
+    /// `--manage-certs`). [`Server::client`] then trusts no CA; the test builds its own.
+    pub fn own_tls(mut self) -> Self {
+        self.own_tls = true;
         self
     }
 
@@ -183,9 +191,11 @@ impl ServerBuilder {
             .append(true)
             .open(&log_path)?;
         let mut command = Command::new(cargo_bin("logistis", "logistis"));
+        command.arg("serve");
+        if !self.own_tls {
+            command.arg("--self-signed");
+        }
         command
-            .arg("serve")
-            .arg("--self-signed")
             .arg("--data-dir")
             .arg(&data_dir)
             .args([
@@ -234,12 +244,13 @@ impl ServerBuilder {
                 ca_path = PathBuf::from(path);
             }
         }
-        let ca =
-            std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
-        let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-            .timeout(Duration::from_secs(60))
-            .build()?;
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        if !self.own_tls {
+            let ca = std::fs::read(&ca_path)
+                .with_context(|| format!("reading {}", ca_path.display()))?;
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&ca)?);
+        }
+        let client = client.build()?;
         Ok(Server {
             child: Some(child),
             webhook_url: webhook_url.unwrap(),

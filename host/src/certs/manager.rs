@@ -284,7 +284,6 @@ impl CertManager {
         if let (Ok(leaf), Ok(ca)) = (leaf, ca) {
             self.metrics.set_expiry(leaf.not_after, ca.not_after);
             tracing::info!(
-                secret = %self.settings.secret_ref(),
                 serial = %leaf.serial,
                 not_after = %chrono::DateTime::<chrono::Utc>::from(leaf.not_after).to_rfc3339(),
                 ca_not_after = %chrono::DateTime::<chrono::Utc>::from(ca.not_after).to_rfc3339(),
