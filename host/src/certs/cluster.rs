@@ -166,3 +166,23 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::certs::testing::{at, material};
+    use rustls_pki_types::pem::PemObject as _;
+
+    /// In a pod the API server is HTTPS with the service account's CA: building the client
+    /// must find exactly one rustls crypto provider (a second one enabled by some other
+    /// dependency would make this fail at run time, in the cluster only).
+    #[tokio::test]
+    async fn a_client_for_an_https_api_server_with_its_own_ca_can_be_built() {
+        let ca = rustls_pki_types::CertificateDer::from_pem_slice(&material(at(0)).ca_crt)
+            .unwrap()
+            .to_vec();
+        let mut config = kube::Config::new("https://10.96.0.1:443".parse().unwrap());
+        config.root_cert = Some(vec![ca]);
+        let client = kube::Client::try_from(config);
+        assert!(client.is_ok(), "{:?}", client.err());
+    }
+}

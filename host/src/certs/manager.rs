@@ -86,7 +86,7 @@ async fn sync_secret(cluster: &Cluster, settings: &CertSettings) -> Result<Synce
             });
         }
         for change in &converged.changes {
-            tracing::info!(%change, "renewing certificates");
+            tracing::info!(%change, "updating the certificate Secret");
         }
         match cluster.write_secret(stored, &converged.material).await? {
             Write::Done => {

@@ -223,7 +223,8 @@ fn bundle_pem<'a>(cas: impl IntoIterator<Item = &'a Certificate>) -> Vec<u8> {
         .into_bytes()
 }
 
-fn generate_all(settings: &CertSettings, now: SystemTime) -> Result<Material, IssueError> {
+/// A new CA and a serving certificate signed by it, both issued at `now`.
+pub fn generate_all(settings: &CertSettings, now: SystemTime) -> Result<Material, IssueError> {
     let ca = issue::new_ca(now)?;
     let ca_cert = issue::parse_ca(&ca)?;
     let serving = issue::new_serving(&ca_cert, ca.key_pem.as_bytes(), &settings.dns_names(), now)?;

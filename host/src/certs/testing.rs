@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{CertSettings, Material, issue};
+use super::{CertSettings, Material, plan};
 
 /// 2030-01-01T00:00:00Z plus `seconds`: far enough from today that a test reading the real
 /// clock by mistake fails.
@@ -26,13 +26,5 @@ pub fn names() -> Vec<String> {
 
 /// A new CA and a serving certificate for [`settings`], both issued at `now`.
 pub fn material(now: SystemTime) -> Material {
-    let ca = issue::new_ca(now).unwrap();
-    let ca_cert = issue::parse_ca(&ca).unwrap();
-    let serving = issue::new_serving(&ca_cert, ca.key_pem.as_bytes(), &names(), now).unwrap();
-    Material {
-        ca_crt: ca.cert_pem.into_bytes(),
-        ca_key: ca.key_pem.into_bytes(),
-        tls_crt: serving.cert_pem.into_bytes(),
-        tls_key: serving.key_pem.into_bytes(),
-    }
+    plan::generate_all(&settings(), now).unwrap()
 }
