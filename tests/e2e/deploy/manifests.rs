@@ -219,7 +219,8 @@ fn rbac_is_least_privilege() {
         }
     }
 
-    // --manage-certs: its Secret (get, update, patch; no create) and its webhook's caBundle.
+    // --manage-certs: its Secret (get, update; no create, and no patch: the server replaces
+    // the Secret with the resourceVersion it read) and its webhook's caBundle.
     let role: Role = base.get("Role", "logistis-certs");
     assert_eq!(
         role.rules.unwrap_or_default(),
@@ -227,7 +228,7 @@ fn rbac_is_least_privilege() {
             "",
             "secrets",
             CERT_SECRET,
-            &["get", "update", "patch"]
+            &["get", "update"]
         )]
     );
     let cluster_role: ClusterRole = base.get("ClusterRole", "logistis-webhook-ca");
