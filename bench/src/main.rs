@@ -5,6 +5,10 @@
 //! - `async`: full pipeline, answered once written to the OS;
 //! - `sync`: full pipeline, answered once fsynced (group commit) — the default.
 //!
+//! And on request (`--modes bare,discard,async,sync`), `discard`: the full pipeline up to
+//! the store writer, which answers without writing (`--discard-events`) — what is left of
+//! the gap between bare and sync is the store's own cost.
+//!
 //! Each review gets a unique uid, so none is deduplicated. The client runs on the same
 //! machine as the server: figures are for the pair, which is what one node can sustain. The
 //! server CPU time per review (from `/proc`) is also printed: it depends much less on what
@@ -39,7 +43,7 @@ struct Args {
     /// [default: ../shared/fixtures/admission if present, else tests/fixtures/admission]
     #[arg(long)]
     fixtures: Option<PathBuf>,
-    /// Modes to run, in order
+    /// Modes to run, in order: bare, async, sync, and discard (everything but the store write)
     #[arg(long, value_delimiter = ',', default_value = "bare,async,sync")]
     modes: Vec<String>,
     /// Extra argument for every `logistis serve` (repeat it), e.g. --server-arg=--max-versions-per-object=0
@@ -102,6 +106,7 @@ fn templates(dir: &Path) -> Result<Vec<Template>> {
 struct Running {
     child: Child,
     url: String,
+    query: String,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -137,12 +142,14 @@ fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Res
         "bare" => command.arg("--answer-only"),
         "async" => command.args(["--durability", "async"]),
         "sync" => command.args(["--durability", "sync"]),
-        other => bail!("unknown mode {other:?} (bare, async, sync)"),
+        "discard" => command.arg("--discard-events"),
+        other => bail!("unknown mode {other:?} (bare, discard, async, sync)"),
     };
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let mut url = None;
+    let mut query = None;
     let mut ca = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line?;
@@ -150,11 +157,12 @@ fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Res
             url = Some(rest.to_owned());
         } else if let Some(rest) = line.strip_prefix("ca: ") {
             ca = Some(PathBuf::from(rest));
-        } else if line.starts_with("query: ") {
+        } else if let Some(rest) = line.strip_prefix("query: ") {
+            query = Some(rest.to_owned());
             break;
         }
     }
-    let (Some(url), Some(ca)) = (url, ca) else {
+    let (Some(url), Some(query), Some(ca)) = (url, query, ca) else {
         bail!("logistis did not announce its listeners");
     };
     let client = reqwest::Client::builder()
@@ -165,6 +173,7 @@ fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Res
     Ok(Running {
         child,
         url,
+        query,
         client,
         _dir: dir,
     })
@@ -174,6 +183,8 @@ struct Figures {
     reviews_per_second: f64,
     /// Server CPU time (user + system) per answered review, in µs.
     server_cpu_us: f64,
+    /// Events per group commit (one write batch, one fsync in sync mode), warm-up included.
+    events_per_commit: Option<f64>,
     p50: u64,
     p99: u64,
     p999: u64,
@@ -247,7 +258,9 @@ async fn drive(
         total.add(task.await?)?;
     }
     let cpu = cpu_time(pid)?.saturating_sub(cpu_at_start.await??);
+    let events_per_commit = events_per_commit(running).await;
     Ok(Figures {
+        events_per_commit,
         reviews_per_second: total.len() as f64 / duration.as_secs_f64(),
         server_cpu_us: cpu.as_secs_f64() * 1e6 / total.len().max(1) as f64,
         p50: total.value_at_quantile(0.50),
@@ -255,6 +268,28 @@ async fn drive(
         p999: total.value_at_quantile(0.999),
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// Recorded events divided by group commits, from the server's `/metrics`.
+async fn events_per_commit(running: &Running) -> Option<f64> {
+    let text = running
+        .client
+        .get(format!("{}/metrics", running.query))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |prefix: &str| -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let recorded = value("logistis_admission_reviews_total{outcome=\"recorded\"}")?;
+    let commits = value("logistis_store_write_batches_total ")?;
+    (commits > 0.0).then(|| recorded / commits)
 }
 
 /// User plus system CPU time of a process so far, from `/proc/PID/stat` (Linux).
@@ -314,8 +349,15 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<6} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14}",
-        "mode", "reviews/s", "p50 µs", "p99 µs", "p999 µs", "errors", "server CPU µs"
+        "{:<6} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14} {:>14}",
+        "mode",
+        "reviews/s",
+        "p50 µs",
+        "p99 µs",
+        "p999 µs",
+        "errors",
+        "server CPU µs",
+        "events/commit"
     );
     let mut results = Vec::new();
     for mode in &args.modes {
@@ -323,14 +365,17 @@ async fn main() -> Result<()> {
         let figures = drive(&running, templates.clone(), args.connections, args.duration).await?;
         drop(running);
         println!(
-            "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1}",
+            "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>14}",
             mode,
             figures.reviews_per_second,
             figures.p50,
             figures.p99,
             figures.p999,
             figures.errors,
-            figures.server_cpu_us
+            figures.server_cpu_us,
+            figures
+                .events_per_commit
+                .map_or("-".to_owned(), |n| format!("{n:.1}"))
         );
         results.push((mode.clone(), figures.reviews_per_second));
     }

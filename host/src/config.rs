@@ -162,6 +162,12 @@ pub struct ServeArgs {
     /// Benchmarking only: parse and answer reviews, record nothing
     #[arg(long, env = "LOGISTIS_ANSWER_ONLY", hide = true)]
     pub answer_only: bool,
+
+    /// Benchmarking only: build every event and hand it to the store writer, which answers
+    /// without writing it (a flag only: no environment variable, no config key)
+    #[arg(long, hide = true, conflicts_with = "answer_only")]
+    #[serde(skip)]
+    pub discard_events: bool,
 }
 
 /// Where the TLS certificate comes from.
@@ -245,6 +251,7 @@ impl ServeArgs {
             plugins_cache_dir: self.plugins_cache_dir.or(file.plugins_cache_dir),
             log_format: self.log_format.or(file.log_format),
             answer_only: self.answer_only || file.answer_only,
+            discard_events: self.discard_events,
         }
     }
 
@@ -369,6 +376,7 @@ impl ServeArgs {
             tls,
             store: StoreSettings {
                 durability: match self.durability.unwrap_or(DurabilityArg::Sync) {
+                    _ if self.discard_events => Durability::Discard,
                     DurabilityArg::Sync => Durability::Sync,
                     DurabilityArg::Async => Durability::Async,
                 },
@@ -592,6 +600,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("loopback"), "{error}");
+    }
+
+    #[test]
+    fn discarding_events_is_a_flag_only() {
+        let settings = ServeArgs {
+            discard_events: true,
+            durability: Some(DurabilityArg::Sync),
+            ..args()
+        }
+        .into_settings()
+        .unwrap();
+        assert_eq!(settings.store.durability, Durability::Discard);
+        // Never from a config file: a benchmarking switch must not hide in a deployment.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logistis.yaml");
+        std::fs::write(&path, "discard-events: true\n").unwrap();
+        let error = ServeArgs {
+            config: Some(path),
+            ..args()
+        }
+        .into_settings()
+        .unwrap_err();
+        let error = crate::telemetry::chain(&error);
+        assert!(error.contains("unknown field `discard-events`"), "{error}");
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub async fn run(
     };
     let tls_config = tls::server_config(resolver.clone())?;
 
+    if settings.answer_only {
+        tracing::warn!("--answer-only: benchmarking mode, no review is recorded");
+    }
+    if settings.store.durability == crate::store::Durability::Discard {
+        tracing::warn!("--discard-events: benchmarking mode, no event is written");
+    }
     let store_dir = settings.data_dir.join("store");
     let store_settings = settings.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_settings))

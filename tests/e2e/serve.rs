@@ -194,3 +194,26 @@ async fn rotated_certificates_are_served_without_a_restart() {
     let _ = child.wait();
     assert!(rotated, "the new certificate was not picked up within 20 s");
 }
+
+/// The two benchmarking modes of `logistis-loadgen` answer like the real thing and store
+/// nothing, and say so in the log.
+#[tokio::test]
+async fn benchmarking_modes_answer_and_store_nothing() {
+    for (flag, warning) in [
+        ("--answer-only", "no review is recorded"),
+        ("--discard-events", "no event is written"),
+    ] {
+        let mut server = Server::builder().arg(flag).start().unwrap();
+        let review = own_review("create-deployment.json");
+        let answer = server.admit(&review).await.unwrap();
+        assert_eq!(answer["response"]["allowed"], true, "{flag}");
+        assert_eq!(
+            answer["response"]["uid"], review["request"]["uid"],
+            "{flag}"
+        );
+        let events = server.get_ok("/api/v1/events").await.unwrap();
+        assert_eq!(events["items"], serde_json::json!([]), "{flag}");
+        assert!(server.terminate().unwrap().success());
+        assert!(server.log().contains(warning), "{flag}: {}", server.log());
+    }
+}

@@ -44,6 +44,10 @@ pub enum Durability {
     /// Answer once the write reached the OS (survives a crash of the process, not of the
     /// machine); fsync in the background every [`ASYNC_FLUSH_INTERVAL`].
     Async,
+    /// Benchmarking only (`--discard-events`): the writer takes every event, gives it an id
+    /// and answers without writing it — the whole pipeline but the store, to measure what
+    /// the store itself costs.
+    Discard,
 }
 
 /// How often async mode fsyncs.

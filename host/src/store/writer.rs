@@ -209,6 +209,12 @@ impl Writer {
         let mut in_batch: HashMap<[u8; 32], EventId> = HashMap::new();
         let mut touched = Vec::new();
         let mut ns_touched = Vec::new();
+        if self.shared.settings.durability == Durability::Discard {
+            for (_, reply) in appends {
+                let _ = reply.send(Ok(Appended::Recorded(self.next_id())));
+            }
+            return;
+        }
         let (prepared, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
         for prepared in prepared {
             // Taken before the event's bytes move into the batch.
@@ -236,7 +242,7 @@ impl Writer {
             .commit()
             .and_then(|()| match self.shared.settings.durability {
                 Durability::Sync => self.shared.db.persist(PersistMode::SyncAll),
-                Durability::Async => Ok(()),
+                Durability::Async | Durability::Discard => Ok(()),
             });
         self.dirty = true;
         self.shared
