@@ -1,45 +1,65 @@
 //! Retention, enforced continuously and never by a full scan:
-//! - versions per object: the writer reports each object it appended to; this thread keeps a
-//!   count per object (counted once by a forward scan, then incremented) and, when an object
-//!   passes its limit by a slack of 10 %, removes its oldest versions down to the limit — so
-//!   the cost per append is a hash lookup, and deletions come in small groups;
+//! - versions per object: the writer reports each committed append (object and id); this
+//!   thread keeps an exact count per object (counted once by a forward scan, then kept up to
+//!   date) and, when an object passes its limit by a slack of 10 %, removes its oldest
+//!   versions down to the limit, reading only those — so the cost per append is a hash
+//!   lookup, and deletions come in small groups;
 //! - age: the log is keyed by time, so expired events are a prefix of it;
 //! - total size: when the store is over its limit, the oldest events are removed until their
 //!   stored size covers the excess (the files shrink as compaction catches up).
 //!
 //! Deletions go through the writer thread, which owns every mutation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use logistis_api::EventId;
 
-use super::writer::Command;
+use super::writer::{Command, Touched};
 use super::{Error, Result, Shared, keys};
 
 /// Events removed per delete command, so retention never holds the writer for long.
 const DELETE_CHUNK: usize = 1_000;
 /// Chunks per sweep, so a huge backlog is worked off over several sweeps.
 const MAX_CHUNKS_PER_SWEEP: usize = 50;
+/// After the first report of a round, wait this long for more: under load, retention then
+/// wakes a few times a second instead of once per group commit (each wake-up costs more than
+/// counting the appends it brings), and objects are trimmed at most this much later.
+const ROUND_WINDOW: Duration = Duration::from_millis(50);
 /// Objects whose version count is remembered; past this the memory is cleared and counts
 /// are rebuilt by scanning as objects are touched again.
 const MAX_COUNTED_OBJECTS: usize = 200_000;
 
-/// Per object prefix: how many versions it holds, and the first id that may still be live.
-/// Trimmed versions stay in the memtable as tombstones until the next flush; starting scans
-/// past them keeps a trim from walking every version ever removed.
+/// What retention knows of one object.
+#[derive(Debug, Clone, Copy)]
+struct Versions {
+    /// Live versions, exactly.
+    live: usize,
+    /// The first id that may still be live. Trimmed versions stay in the memtable as
+    /// tombstones until the next flush; reading from here skips them.
+    low: EventId,
+    /// The newest id the counting scan saw: a report of an append up to this id is already
+    /// counted (the writer reports after committing, so a scan can see an append before its
+    /// report arrives).
+    scanned_through: EventId,
+}
+
+/// Exact version counts per object prefix. Exact, because a trim deletes the oldest
+/// `live - keep` versions without reading the others: a count that ran ahead would delete
+/// versions that must stay. Other deletions (the age and size sweeps) clear the counts, and
+/// the next append to an object counts it afresh.
 #[derive(Default)]
 struct VersionCounts {
-    counts: HashMap<Vec<u8>, (usize, EventId)>,
+    counts: HashMap<Vec<u8>, Versions>,
 }
 
 pub(crate) fn start(
     shared: Arc<Shared>,
     writer: Sender<Command>,
-    touched: Receiver<Vec<u8>>,
+    touched: Receiver<Touched>,
 ) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("logistis-store-retention".into())
@@ -47,7 +67,7 @@ pub(crate) fn start(
         .map_err(|e| Error::Io(fjall::Error::Io(e)))
 }
 
-fn run(shared: &Shared, writer: &Sender<Command>, touched: &Receiver<Vec<u8>>) {
+fn run(shared: &Shared, writer: &Sender<Command>, touched: &Receiver<Touched>) {
     let interval = shared.settings.retention_interval;
     let mut last_sweep = Instant::now();
     // Deleted events free their space only when compaction rewrites the tables: after a size
@@ -57,22 +77,31 @@ fn run(shared: &Shared, writer: &Sender<Command>, touched: &Receiver<Vec<u8>>) {
     loop {
         match touched.recv_timeout(interval) {
             Ok(first) => {
-                // Count appends per object in this round (an object may appear many times).
-                let mut appended: HashMap<Vec<u8>, usize> = HashMap::from([(first, 1)]);
-                for prefix in touched.try_iter().take(10_000) {
-                    *appended.entry(prefix).or_default() += 1;
+                std::thread::sleep(ROUND_WINDOW.min(interval));
+                // The appends of this round per object, in id order (an object may appear
+                // many times).
+                let mut appended: HashMap<Vec<u8>, Vec<EventId>> = HashMap::new();
+                for (prefix, id) in std::iter::once(first).chain(touched.try_iter().take(100_000)) {
+                    appended.entry(prefix).or_default().push(id);
                 }
-                let objects: HashSet<Vec<u8>> = appended
-                    .into_iter()
-                    .filter(|(prefix, added)| counts.add(shared, prefix, *added))
-                    .map(|(prefix, _)| prefix)
-                    .collect();
+                let mut objects = Vec::new();
+                for (prefix, ids) in appended {
+                    match counts.add(shared, &prefix, &ids) {
+                        Ok(true) => objects.push(prefix),
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(error = %error, "counting an object's versions failed")
+                        }
+                    }
+                }
                 for prefix in objects {
                     match trim_object(shared, writer, &prefix, &mut counts) {
                         Ok(()) => {}
                         // The writer stopped (shutdown): nothing more can be removed.
                         Err(Error::Closed) => return,
                         Err(error) => {
+                            // Some versions may be gone: count this object afresh next time.
+                            counts.counts.remove(&prefix);
                             tracing::warn!(error = %error, "trimming an object's versions failed")
                         }
                     }
@@ -82,14 +111,24 @@ fn run(shared: &Shared, writer: &Sender<Command>, touched: &Receiver<Vec<u8>>) {
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if last_sweep.elapsed() >= interval {
-            if let Err(error) = sweep_age(shared, writer) {
-                tracing::warn!(error = %error, "removing expired events failed");
+            match sweep_age(shared, writer) {
+                Ok(0) => {}
+                Ok(_) => counts.clear(),
+                Err(error) => {
+                    // Some may have gone before the error: the counts are no longer exact.
+                    counts.clear();
+                    tracing::warn!(error = %error, "removing expired events failed");
+                }
             }
             if Instant::now() >= size_cooldown_until {
                 match sweep_size(shared, writer) {
-                    Ok(true) => size_cooldown_until = Instant::now() + interval * 6,
+                    Ok(true) => {
+                        counts.clear();
+                        size_cooldown_until = Instant::now() + interval * 6;
+                    }
                     Ok(false) => {}
                     Err(error) => {
+                        counts.clear();
                         tracing::warn!(error = %error, "enforcing the store size limit failed");
                     }
                 }
@@ -111,29 +150,45 @@ fn delete(writer: &Sender<Command>, ids: Vec<EventId>) -> Result<u64> {
 }
 
 impl VersionCounts {
-    /// Note `added` new versions of an object; true when it should be trimmed now.
-    fn add(&mut self, shared: &Shared, prefix: &[u8], added: usize) -> bool {
+    fn clear(&mut self) {
+        self.counts.clear();
+    }
+
+    /// Note committed appends to an object (`ids` in increasing order); true when it
+    /// should be trimmed now.
+    fn add(&mut self, shared: &Shared, prefix: &[u8], ids: &[EventId]) -> Result<bool> {
         let keep = shared.settings.max_versions_per_object as usize;
         if keep == 0 {
-            return false;
+            return Ok(false);
         }
-        let count = match self.counts.get_mut(prefix) {
-            Some((count, _)) => {
-                *count += added;
-                *count
-            }
+        let versions = match self.counts.get_mut(prefix) {
+            Some(versions) => versions,
             None => {
                 if self.counts.len() >= MAX_COUNTED_OBJECTS {
                     self.counts.clear();
                 }
                 // Forward iteration: the memtable's skiplist walks forward in O(1) a step
                 // (backwards, every step is a new search).
-                let count = shared.ks.by_object.prefix(prefix).count();
-                self.counts.insert(prefix.to_vec(), (count, EventId(0)));
-                count
+                let mut live = 0;
+                let mut scanned_through = EventId(0);
+                for guard in shared.ks.by_object.prefix(prefix) {
+                    if let Some(id) = keys::id_suffix(&guard.key()?) {
+                        live += 1;
+                        scanned_through = id;
+                    }
+                }
+                self.counts.entry(prefix.to_vec()).or_insert(Versions {
+                    live,
+                    low: EventId(0),
+                    scanned_through,
+                })
             }
         };
-        count > keep + slack(keep)
+        versions.live += ids
+            .iter()
+            .filter(|id| **id > versions.scanned_through)
+            .count();
+        Ok(versions.live > keep + slack(keep))
     }
 }
 
@@ -142,6 +197,7 @@ fn slack(keep: usize) -> usize {
     (keep / 10).max(1) - 1
 }
 
+/// Remove an object's oldest versions down to the limit, reading only those.
 fn trim_object(
     shared: &Shared,
     writer: &Sender<Command>,
@@ -149,26 +205,35 @@ fn trim_object(
     counts: &mut VersionCounts,
 ) -> Result<()> {
     let keep = shared.settings.max_versions_per_object as usize;
-    let Some(&(_, low)) = counts.counts.get(prefix) else {
+    let Some(&versions) = counts.counts.get(prefix) else {
         return Ok(());
     };
-    // The cached count only says when to look: it can run ahead of the index (an append
-    // counted by the first scan is reported again by the writer). What is deleted is decided
-    // on the live entries, read from the low-water mark on (past the tombstones).
+    let excess = versions.live.saturating_sub(keep);
     let mut end = prefix.to_vec();
     end.extend_from_slice(&[0xff; 9]);
-    let mut live = Vec::new();
-    for guard in shared.ks.by_object.range(keys::with_id(prefix, low)..end) {
+    let mut oldest = Vec::with_capacity(excess);
+    for guard in shared
+        .ks
+        .by_object
+        .range(keys::with_id(prefix, versions.low)..end)
+        .take(excess)
+    {
         if let Some(id) = keys::id_suffix(&guard.key()?) {
-            live.push(id);
+            oldest.push(id);
         }
     }
-    let excess = live.len().saturating_sub(keep);
-    let next_low = live[..excess].last().map_or(low, |id| EventId(id.0 + 1));
-    let remaining = live.len() - excess;
-    live.truncate(excess);
-    delete(writer, live)?;
-    counts.counts.insert(prefix.to_vec(), (remaining, next_low));
+    let low = oldest.last().map_or(versions.low, |id| EventId(id.0 + 1));
+    let removed = delete(writer, oldest)?;
+    counts.counts.insert(
+        prefix.to_vec(),
+        Versions {
+            live: versions
+                .live
+                .saturating_sub(usize::try_from(removed).unwrap_or(usize::MAX)),
+            low,
+            ..versions
+        },
+    );
     Ok(())
 }
 
@@ -178,10 +243,12 @@ fn now_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-fn sweep_age(shared: &Shared, writer: &Sender<Command>) -> Result<()> {
+/// Returns how many events were removed.
+fn sweep_age(shared: &Shared, writer: &Sender<Command>) -> Result<u64> {
     let Some(retention) = shared.settings.retention else {
-        return Ok(());
+        return Ok(0);
     };
+    let mut removed = 0;
     let cutoff =
         now_micros().saturating_sub(u64::try_from(retention.as_micros()).unwrap_or(u64::MAX));
     for _ in 0..MAX_CHUNKS_PER_SWEEP {
@@ -197,12 +264,12 @@ fn sweep_age(shared: &Shared, writer: &Sender<Command>) -> Result<()> {
             }
         }
         let full = expired.len() == DELETE_CHUNK;
-        delete(writer, expired)?;
+        removed += delete(writer, expired)?;
         if !full {
             break;
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Returns whether anything was removed.

@@ -374,6 +374,73 @@ fn retention_never_removes_the_newest_versions_of_a_burst() {
 }
 
 #[test]
+fn version_counts_follow_deletions_by_age() {
+    // Retention counts versions per object and trims the oldest without reading the rest:
+    // after the age sweep removed versions, a stale count would take the new ones too.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreSettings {
+            max_versions_per_object: 3,
+            retention: Some(Duration::from_secs(3)),
+            ..settings()
+        },
+    )
+    .unwrap();
+    let key = shop_web();
+    for i in 0..3 {
+        store
+            .append_blocking(event(
+                "shop",
+                "Deployment",
+                "web",
+                "alice",
+                &format!("old{i}"),
+            ))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !store.object_events(&key).unwrap().0.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ids: Vec<EventId> = (0..5)
+        .map(|i| {
+            recorded(
+                store
+                    .append_blocking(event(
+                        "shop",
+                        "Deployment",
+                        "web",
+                        "alice",
+                        &format!("new{i}"),
+                    ))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let (events, trimmed) = store.object_events(&key).unwrap();
+        let left: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        assert!(
+            left.ends_with(&ids[2..]),
+            "the newest versions went: {left:?}"
+        );
+        if trimmed == 5 {
+            assert_eq!(left, ids[2..].to_vec());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not trimmed: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    store.close();
+}
+
+#[test]
 fn cursors_persist() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();

@@ -84,9 +84,13 @@ pub(crate) fn resource_prefix(r: &logistis_api::ResourceRef) -> Vec<u8> {
     ])
 }
 
+/// An append reported to retention once it is committed: the object's `by_object` prefix
+/// and the event's id.
+pub(crate) type Touched = (Vec<u8>, EventId);
+
 struct Writer {
     shared: std::sync::Arc<Shared>,
-    retention: Sender<Vec<u8>>,
+    retention: Sender<Touched>,
     last_id: u64,
     ns_counts: HashMap<String, u64>,
     dirty: bool,
@@ -94,7 +98,7 @@ struct Writer {
 
 pub(crate) fn start(
     shared: std::sync::Arc<Shared>,
-    retention: Sender<Vec<u8>>,
+    retention: Sender<Touched>,
 ) -> Result<(Sender<Command>, JoinHandle<()>)> {
     let last_id = shared
         .ks
@@ -221,9 +225,9 @@ impl Writer {
             let prefix = object_prefix(&prepared.event);
             let namespace = prepared.event.resource.namespace.clone();
             let outcome = self.add_to_batch(*prepared, &mut batch, &mut in_batch);
-            if let Ok(Appended::Recorded(_)) = outcome {
+            if let Ok(Appended::Recorded(id)) = outcome {
                 if self.shared.settings.max_versions_per_object > 0 {
-                    touched.push(prefix);
+                    touched.push((prefix, id));
                 }
                 ns_touched.push(namespace);
             }
@@ -254,8 +258,8 @@ impl Writer {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
-                for prefix in touched {
-                    let _ = self.retention.send(prefix);
+                for appended in touched {
+                    let _ = self.retention.send(appended);
                 }
             }
             Err(error) => {

@@ -224,12 +224,7 @@ fn rbac_is_least_privilege() {
     let role: Role = base.get("Role", "logistis-certs");
     assert_eq!(
         role.rules.unwrap_or_default(),
-        [rule(
-            "",
-            "secrets",
-            CERT_SECRET,
-            &["get", "update"]
-        )]
+        [rule("", "secrets", CERT_SECRET, &["get", "update"])]
     );
     let cluster_role: ClusterRole = base.get("ClusterRole", "logistis-webhook-ca");
     assert_eq!(
