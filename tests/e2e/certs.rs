@@ -34,7 +34,7 @@ const MANAGE_CERTS: [&str; 3] = ["--manage-certs", "--namespace", "logistis"];
 /// The objects of the fake cluster, and every request it answered (`METHOD /path`).
 struct Objects {
     secret: Option<Value>,
-    configuration: Value,
+    configuration: Option<Value>,
     requests: Vec<String>,
     resource_version: u64,
 }
@@ -162,6 +162,14 @@ async fn fake_api(State(objects): State<Arc<Mutex<Objects>>>, request: Request) 
             objects.secret = Some(stored.clone());
             axum::Json(stored).into_response()
         }
+        (Method::GET | Method::PATCH, CONFIGURATION_PATH) if objects.configuration.is_none() => {
+            api_status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io \"logistis\" not found"
+                    .into(),
+            )
+        }
         (Method::GET, CONFIGURATION_PATH) => {
             axum::Json(objects.configuration.clone()).into_response()
         }
@@ -173,12 +181,12 @@ async fn fake_api(State(objects): State<Arc<Mutex<Objects>>>, request: Request) 
                     content_type,
                 );
             }
-            let mut patched = objects.configuration.clone();
+            let mut patched = objects.configuration.clone().unwrap_or_default();
             if let Err(message) = apply_json_patch(&mut patched, &body) {
                 return api_status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
             }
             patched["metadata"]["resourceVersion"] = json!(version);
-            objects.configuration = patched.clone();
+            objects.configuration = Some(patched.clone());
             axum::Json(patched).into_response()
         }
         (method, path) => api_status(
@@ -194,7 +202,7 @@ impl FakeApi {
     async fn start(secret: Option<Value>) -> Result<FakeApi> {
         let objects = Arc::new(Mutex::new(Objects {
             secret,
-            configuration: webhook_configuration(),
+            configuration: Some(webhook_configuration()),
             requests: Vec::new(),
             resource_version: 1,
         }));
@@ -238,7 +246,13 @@ impl FakeApi {
 
     fn configuration(&self) -> ValidatingWebhookConfiguration {
         let configuration = self.objects.lock().unwrap().configuration.clone();
-        serde_json::from_value(configuration).expect("the fake holds a valid configuration")
+        serde_json::from_value(configuration.expect("the fake holds the configuration"))
+            .expect("the fake holds a valid configuration")
+    }
+
+    /// Create or delete the ValidatingWebhookConfiguration.
+    fn set_configuration(&self, configuration: Option<Value>) {
+        self.objects.lock().unwrap().configuration = configuration;
     }
 
     fn requests(&self) -> Vec<String> {
@@ -491,4 +505,34 @@ fn manage_certs_conflicts_with_other_certificate_sources() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--namespace \"Bad_NS\""), "{stderr}");
+}
+
+/// Applied in one go, the pod may start before the ValidatingWebhookConfiguration exists:
+/// the server serves its certificate anyway and publishes the caBundle as soon as the
+/// configuration appears (retried with back-off from 10 s, not at the next scheduled check
+/// ten minutes later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manage_certs_publishes_the_ca_bundle_once_the_configuration_appears() -> Result<()> {
+    let api = FakeApi::start(Some(placeholder_secret())).await?;
+    api.set_configuration(None);
+    let mut server = api.start_server()?;
+    api.wait_until("a look for the configuration", |api| {
+        api.count(&format!("GET {CONFIGURATION_PATH}")) >= 1
+    })
+    .await?;
+    api.set_configuration(Some(webhook_configuration()));
+    api.wait_until("the caBundle", |api| {
+        ca_bundle(&api.configuration(), 1).is_some()
+    })
+    .await?;
+    let bundle = ca_bundle(&api.configuration(), 1).expect("just checked");
+    let client = client_trusting(&bundle, address(&server.webhook_url)?)?;
+    admit_through_service(&client, address(&server.webhook_url)?).await?;
+    assert!(server.terminate()?.success());
+    assert!(
+        server.log().contains("no caBundle published"),
+        "{}",
+        server.log()
+    );
+    Ok(())
 }

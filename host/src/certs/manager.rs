@@ -234,11 +234,11 @@ impl CertManager {
         let configuration = &self.settings.webhook_configuration;
         for _ in 0..WRITE_ATTEMPTS {
             let Some(current) = self.cluster.read_configuration().await? else {
-                tracing::warn!(
-                    configuration,
-                    "the ValidatingWebhookConfiguration does not exist (yet): no caBundle to patch"
-                );
-                return Ok(());
+                return Err(Error::NotPublished {
+                    reason: format!(
+                        "the ValidatingWebhookConfiguration {configuration} does not exist (yet)"
+                    ),
+                });
             };
             let body = match bundle_patch(
                 &current,
@@ -248,12 +248,13 @@ impl CertManager {
             ) {
                 BundlePatch::UpToDate => return Ok(()),
                 BundlePatch::NoWebhook => {
-                    tracing::warn!(
-                        configuration,
-                        service = %format!("{}/{}", self.settings.namespace, self.settings.service),
-                        "no webhook of the ValidatingWebhookConfiguration calls the Service: no caBundle patched"
-                    );
-                    return Ok(());
+                    return Err(Error::NotPublished {
+                        reason: format!(
+                            "no webhook of the ValidatingWebhookConfiguration {configuration} \
+                             calls the Service {}/{}",
+                            self.settings.namespace, self.settings.service
+                        ),
+                    });
                 }
                 BundlePatch::Patch { body, webhooks } => {
                     tracing::debug!(configuration, webhooks, "patching the caBundle");

@@ -51,6 +51,11 @@ pub enum Error {
     },
     #[error("{object}: {attempts} guarded writes in a row were rejected as stale")]
     Contended { object: String, attempts: usize },
+    /// The caBundle has nowhere to go yet: until it does, the API server cannot call the
+    /// webhook, so the check is retried soon (with back-off) rather than at the next
+    /// scheduled one.
+    #[error("no caBundle published: {reason}")]
+    NotPublished { reason: String },
     #[error("cannot issue a certificate")]
     Issue(#[source] issue::IssueError),
     #[error("cannot serve the certificate from the Secret {secret}")]
@@ -72,7 +77,7 @@ impl Error {
                 }
                 _ => true,
             },
-            Error::Contended { .. } => true,
+            Error::Contended { .. } | Error::NotPublished { .. } => true,
             Error::Connect(_)
             | Error::SecretMissing { .. }
             | Error::Issue(_)
