@@ -6,7 +6,7 @@
 use fjall::Readable as _;
 use logistis_api::{Event, EventId, NamespaceSummary, Operation};
 
-use super::record::{self, Objects};
+use super::record::{self, Objects, StoredPatch};
 use super::{Result, Store, keys, read_u64};
 
 /// Filters of `GET /api/v1/events`. `namespace: Some("")` selects cluster-scoped objects.
@@ -165,15 +165,30 @@ impl Store {
         let Some(value) = self.shared().ks.events.get(id.to_be_bytes())? else {
             return Ok(None);
         };
-        record::decode_summary(id, &value).map(|(event, _)| Some(event))
+        let (mut event, patch, _) = record::decode_summary(id, &value)?;
+        if patch == StoredPatch::WholeObject {
+            let raw = self.shared().ks.objects.get(id.to_be_bytes())?;
+            let object = match &raw {
+                Some(value) => {
+                    record::parse_raw(id, record::decode_raw_objects(id, value)?.object)?
+                }
+                None => None,
+            };
+            event.patch = record::whole_object_patch(object.as_ref());
+        }
+        Ok(Some(event))
     }
 
     /// One event with its objects.
     pub fn get_event(&self, id: EventId) -> Result<Option<Event>> {
-        let Some(mut event) = self.summary(id)? else {
+        let Some(value) = self.shared().ks.events.get(id.to_be_bytes())? else {
             return Ok(None);
         };
+        let (mut event, patch, _) = record::decode_summary(id, &value)?;
         let objects = self.objects(id)?;
+        if patch == StoredPatch::WholeObject {
+            event.patch = record::whole_object_patch(objects.object.as_ref());
+        }
         event.object = objects.object;
         event.old_object = objects.old_object;
         Ok(Some(event))
@@ -235,13 +250,16 @@ impl Store {
             let Some(summary) = snapshot.get(&ks.events, id.to_be_bytes())? else {
                 continue;
             };
-            let (mut event, _) = record::decode_summary(id, &summary)?;
+            let (mut event, patch, _) = record::decode_summary(id, &summary)?;
             if let Some(value) = snapshot.get(&ks.objects, id.to_be_bytes())? {
                 let raw = record::decode_raw_objects(id, &value)?;
                 event.object = record::parse_raw(id, raw.object)?;
                 if event.object.is_none() || event.operation == Operation::Delete {
                     event.old_object = record::parse_raw(id, raw.old_object)?;
                 }
+            }
+            if patch == StoredPatch::WholeObject {
+                event.patch = record::whole_object_patch(event.object.as_ref());
             }
             events.push(event);
         }

@@ -1,8 +1,11 @@
 //! How an event is laid out in the store: a small summary (what lists read) and, separately,
 //! the objects (what version queries read), so listing 50 events never loads 50 manifests.
 //!
-//! Summary value: `[format: u8 = 1][has_dedupe: u8][dedupe key: 32 bytes if has_dedupe][JSON]`.
+//! Summary value: `[format: u8 = 1][flags: u8][dedupe key: 32 bytes if flag 1][JSON]`.
 //! The dedupe key rides along so retention can remove the dedupe entry with the event.
+//! Flag 2: the patch is one `add` of the whole (noise-free) object — a CREATE — and is left
+//! out of the JSON: the object is stored beside it, and reads rebuild the patch from it.
+//! That keeps one copy of every created object instead of two.
 
 use logistis_api::{Event, EventId};
 use serde::{Deserialize, Serialize};
@@ -11,6 +14,39 @@ use serde_json::Value;
 use super::Error;
 
 const FORMAT: u8 = 1;
+/// The summary carries a dedupe key.
+const HAS_DEDUPE: u8 = 1;
+/// The patch is the whole object (see the module documentation).
+const PATCH_IS_OBJECT: u8 = 2;
+
+/// How a summary's patch is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredPatch {
+    /// In the summary's JSON.
+    Inline,
+    /// Left out: `[{"op": "add", "path": "", "value": <the object without noise>}]`.
+    WholeObject,
+}
+
+/// Whether `patch` is the one `add` of a whole object that reads can rebuild from `object`.
+pub fn patch_is_whole_object(patch: &Value, object: Option<&Value>) -> bool {
+    let Some([operation]) = patch.as_array().map(Vec::as_slice) else {
+        return false;
+    };
+    object.is_some()
+        && operation.get("op").and_then(Value::as_str) == Some("add")
+        && operation.get("path").and_then(Value::as_str) == Some("")
+}
+
+/// The patch of a [`StoredPatch::WholeObject`] event.
+pub fn whole_object_patch(object: Option<&Value>) -> Value {
+    match object {
+        Some(object) => {
+            serde_json::json!([{"op": "add", "path": "", "value": crate::admission::noise::strip(object)}])
+        }
+        None => serde_json::json!([]),
+    }
+}
 
 /// The objects of one event, stored under its id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -28,45 +64,65 @@ impl Objects {
     }
 }
 
-pub fn encode_summary(event: &Event, dedupe: Option<&[u8; 32]>) -> Vec<u8> {
+/// The summary of `event`, whose objects are already taken out — and with
+/// [`StoredPatch::WholeObject`] its patch too (`Value::Null`).
+pub fn encode_summary(event: &Event, dedupe: Option<&[u8; 32]>, patch: StoredPatch) -> Vec<u8> {
+    debug_assert!(patch == StoredPatch::Inline || event.patch.is_null());
     let mut value = Vec::with_capacity(512);
     value.push(FORMAT);
-    match dedupe {
-        Some(key) => {
-            value.push(1);
-            value.extend_from_slice(key);
-        }
-        None => value.push(0),
+    let mut flags = 0;
+    if dedupe.is_some() {
+        flags |= HAS_DEDUPE;
+    }
+    if patch == StoredPatch::WholeObject {
+        flags |= PATCH_IS_OBJECT;
+    }
+    value.push(flags);
+    if let Some(key) = dedupe {
+        value.extend_from_slice(key);
     }
     serde_json::to_writer(&mut value, event).expect("an Event always serialises");
     value
 }
 
-/// Split a summary value into its dedupe key and its JSON.
-fn split_summary(id: EventId, value: &[u8]) -> Result<(Option<[u8; 32]>, &[u8]), Error> {
+/// Split a summary value into its dedupe key, how its patch is stored, and its JSON.
+fn split_summary(
+    id: EventId,
+    value: &[u8],
+) -> Result<(Option<[u8; 32]>, StoredPatch, &[u8]), Error> {
     let corrupt = |reason: &'static str| Error::Corrupt { id, reason };
     let (&format, rest) = value.split_first().ok_or(corrupt("empty record"))?;
     if format != FORMAT {
         return Err(corrupt("unknown record format"));
     }
-    let (&has_dedupe, rest) = rest.split_first().ok_or(corrupt("truncated record"))?;
-    if has_dedupe != 1 {
-        return Ok((None, rest));
+    let (&flags, rest) = rest.split_first().ok_or(corrupt("truncated record"))?;
+    let patch = if flags & PATCH_IS_OBJECT != 0 {
+        StoredPatch::WholeObject
+    } else {
+        StoredPatch::Inline
+    };
+    if flags & HAS_DEDUPE == 0 {
+        return Ok((None, patch, rest));
     }
     let key: [u8; 32] = rest
         .get(..32)
         .and_then(|k| k.try_into().ok())
         .ok_or(corrupt("truncated dedupe key"))?;
-    Ok((Some(key), &rest[32..]))
+    Ok((Some(key), patch, &rest[32..]))
 }
 
-pub fn decode_summary(id: EventId, value: &[u8]) -> Result<(Event, Option<[u8; 32]>), Error> {
-    let (dedupe, json) = split_summary(id, value)?;
+/// A summary's event (its patch still to be rebuilt when [`StoredPatch::WholeObject`]), and
+/// its dedupe key.
+pub fn decode_summary(
+    id: EventId,
+    value: &[u8],
+) -> Result<(Event, StoredPatch, Option<[u8; 32]>), Error> {
+    let (dedupe, patch, json) = split_summary(id, value)?;
     let mut event: Event =
         serde_json::from_slice(json).map_err(|source| Error::Decode { id, source })?;
     // The summary is serialised before the writer allocates the id: the key is the truth.
     event.id = id;
-    Ok((event, dedupe))
+    Ok((event, patch, dedupe))
 }
 
 /// Just what deletion needs (index keys and counters), without building the patch.
@@ -87,7 +143,7 @@ pub fn decode_summary_keys(
     id: EventId,
     value: &[u8],
 ) -> Result<(SummaryKeys, Option<[u8; 32]>), Error> {
-    let (dedupe, json) = split_summary(id, value)?;
+    let (dedupe, _, json) = split_summary(id, value)?;
     let keys = serde_json::from_slice(json).map_err(|source| Error::Decode { id, source })?;
     Ok((keys, dedupe))
 }

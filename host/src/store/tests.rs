@@ -441,6 +441,64 @@ fn version_counts_follow_deletions_by_age() {
 }
 
 #[test]
+fn a_created_object_is_stored_once_and_its_patch_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), settings()).unwrap();
+    let object = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "9",
+                     "annotations": {"note": "x".repeat(4000)}},
+        "spec": {"replicas": 2}, "status": {"replicas": 0}
+    });
+    let patch =
+        json!([{"op": "add", "path": "", "value": crate::admission::noise::strip(&object)}]);
+    let mut created = event("shop", "Deployment", "web", "alice", "c1");
+    created.event.operation = Operation::Create;
+    created.event.patch = patch.clone();
+    created.event.object = Some(object.clone());
+    let id = recorded(store.append_blocking(created).unwrap());
+
+    // One copy of the 4 KB annotation on disk, in the objects; none in the summary.
+    let summary = store
+        .shared()
+        .ks
+        .events
+        .get(id.to_be_bytes())
+        .unwrap()
+        .unwrap();
+    assert!(summary.len() < 1000, "summary of {} bytes", summary.len());
+    // Every way of reading the event gives the patch back.
+    assert_eq!(store.summary(id).unwrap().unwrap().patch, patch);
+    let full = store.get_event(id).unwrap().unwrap();
+    assert_eq!((full.patch, full.object), (patch.clone(), Some(object)));
+    let (history, _) = store.object_events(&shop_web()).unwrap();
+    assert_eq!(history[0].patch, patch);
+    let page = store
+        .list_events(
+            &EventFilter::default(),
+            Scan {
+                limit: 10,
+                before: None,
+                budget: Scan::DEFAULT_BUDGET,
+            },
+        )
+        .unwrap();
+    assert_eq!(page.items[0].patch, patch);
+    assert_eq!(store.read_log(None, 10).unwrap()[0].patch, patch);
+    // An update's patch stays in its summary.
+    let id = recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", "u1"))
+            .unwrap(),
+    );
+    assert_eq!(
+        store.summary(id).unwrap().unwrap().patch,
+        json!([{"op": "replace", "path": "/spec/replicas", "value": 1}])
+    );
+    store.close();
+}
+
+#[test]
 fn cursors_persist() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();

@@ -14,7 +14,7 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use logistis_api::{Event, EventId};
 use tokio::sync::oneshot;
 
-use super::record::{self, Objects};
+use super::record::{self, Objects, StoredPatch};
 use super::{ASYNC_FLUSH_INTERVAL, Durability, Error, Result, Shared, keys, read_u64};
 use crate::admission::NewEvent;
 
@@ -52,8 +52,15 @@ impl Prepared {
             object: event.object.take(),
             old_object: event.old_object.take(),
         };
+        // A CREATE's patch is its object: stored once, rebuilt on reading.
+        let patch = if record::patch_is_whole_object(&event.patch, objects.object.as_ref()) {
+            event.patch = serde_json::Value::Null;
+            StoredPatch::WholeObject
+        } else {
+            StoredPatch::Inline
+        };
         Prepared {
-            summary: record::encode_summary(&event, dedupe_key.as_ref()),
+            summary: record::encode_summary(&event, dedupe_key.as_ref(), patch),
             objects: (!objects.is_empty()).then(|| record::encode_objects(&objects)),
             event,
             dedupe_key,
