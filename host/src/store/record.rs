@@ -85,11 +85,11 @@ pub fn encode_summary(event: &Event, dedupe: Option<&[u8; 32]>, patch: StoredPat
     value
 }
 
-/// Split a summary value into its dedupe key, how its patch is stored, and its JSON.
-fn split_summary(
-    id: EventId,
-    value: &[u8],
-) -> Result<(Option<[u8; 32]>, StoredPatch, &[u8]), Error> {
+/// A summary value taken apart: its dedupe key, how its patch is stored, and its JSON.
+type Parts<'a> = (Option<[u8; 32]>, StoredPatch, &'a [u8]);
+
+/// Split a summary value into its parts.
+fn split_summary(id: EventId, value: &[u8]) -> Result<Parts<'_>, Error> {
     let corrupt = |reason: &'static str| Error::Corrupt { id, reason };
     let (&format, rest) = value.split_first().ok_or(corrupt("empty record"))?;
     if format != FORMAT {
