@@ -56,6 +56,38 @@ fn shop_web() -> ObjectKey {
     }
 }
 
+/// Append one version of `shop/web` and return its id.
+fn append_web(store: &Store, uid: &str) -> EventId {
+    recorded(
+        store
+            .append_blocking(event("shop", "Deployment", "web", "alice", uid))
+            .unwrap(),
+    )
+}
+
+/// Wait (bounded) until retention has removed `trimmed` versions of `shop/web` and exactly
+/// `newest` remain; at every look, `newest` must still all be there. Retention runs beside
+/// the writer, so the first looks may come before it is done.
+fn wait_until_trimmed(store: &Store, trimmed: u64, newest: &[EventId], context: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (events, removed) = store.object_events(&shop_web()).unwrap();
+        let left: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        assert!(
+            left.ends_with(newest),
+            "{context}: the newest versions went: {left:?}"
+        );
+        if removed == trimmed && left == newest {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{context}: not trimmed: {left:?}, {removed} removed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn settings() -> StoreSettings {
     StoreSettings {
         retention_interval: Duration::from_millis(20),
@@ -279,43 +311,12 @@ fn retention_keeps_the_newest_versions_per_object() {
     )
     .unwrap();
     let ids: Vec<EventId> = (0..7)
-        .map(|i| {
-            recorded(
-                store
-                    .append_blocking(event(
-                        "shop",
-                        "Deployment",
-                        "web",
-                        "alice",
-                        &format!("r{i}"),
-                    ))
-                    .unwrap(),
-            )
-        })
+        .map(|i| append_web(&store, &format!("r{i}")))
         .collect();
     store
         .append_blocking(event("shop", "Deployment", "other", "alice", "o1"))
         .unwrap();
-    let key = shop_web();
-    // Retention runs on its own thread: wait (bounded) until it has trimmed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (events, trimmed) = store.object_events(&key).unwrap();
-        if events.len() == 3 {
-            assert_eq!(trimmed, 4);
-            assert_eq!(
-                events.iter().map(|e| e.id).collect::<Vec<_>>(),
-                ids[4..].to_vec()
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "retention did not trim: {} left",
-            events.len()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_trimmed(&store, 4, &ids[4..], "seven versions, three kept");
     assert!(
         store.get_event(ids[0]).unwrap().is_none(),
         "the objects went too"
@@ -352,23 +353,7 @@ fn retention_never_removes_the_newest_versions_of_a_burst() {
             .map(|r| recorded(r.blocking_recv().unwrap().unwrap()))
             .collect();
         ids.sort();
-        let key = shop_web();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (events, trimmed) = store.object_events(&key).unwrap();
-            assert!(events.len() >= 3, "round {round}: newest versions removed");
-            // Trimming runs beside the writer: wait until it is done.
-            if trimmed == 9 && events.len() == 3 {
-                let left: Vec<EventId> = events.iter().map(|e| e.id).collect();
-                assert_eq!(left, ids[9..].to_vec(), "round {round}");
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: not trimmed"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until_trimmed(&store, 9, &ids[9..], &format!("round {round}"));
         store.close();
     }
 }
@@ -387,56 +372,18 @@ fn version_counts_follow_deletions_by_age() {
         },
     )
     .unwrap();
-    let key = shop_web();
     for i in 0..3 {
-        store
-            .append_blocking(event(
-                "shop",
-                "Deployment",
-                "web",
-                "alice",
-                &format!("old{i}"),
-            ))
-            .unwrap();
+        append_web(&store, &format!("old{i}"));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !store.object_events(&key).unwrap().0.is_empty() {
+    while !store.object_events(&shop_web()).unwrap().0.is_empty() {
         assert!(std::time::Instant::now() < deadline, "never expired");
         std::thread::sleep(Duration::from_millis(20));
     }
     let ids: Vec<EventId> = (0..5)
-        .map(|i| {
-            recorded(
-                store
-                    .append_blocking(event(
-                        "shop",
-                        "Deployment",
-                        "web",
-                        "alice",
-                        &format!("new{i}"),
-                    ))
-                    .unwrap(),
-            )
-        })
+        .map(|i| append_web(&store, &format!("new{i}")))
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        let (events, trimmed) = store.object_events(&key).unwrap();
-        let left: Vec<EventId> = events.iter().map(|e| e.id).collect();
-        assert!(
-            left.ends_with(&ids[2..]),
-            "the newest versions went: {left:?}"
-        );
-        if trimmed == 5 {
-            assert_eq!(left, ids[2..].to_vec());
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not trimmed: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_trimmed(&store, 5, &ids[2..], "after the age sweep");
     store.close();
 }
 
