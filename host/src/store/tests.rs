@@ -95,6 +95,13 @@ fn settings() -> StoreSettings {
     }
 }
 
+/// A store with `settings` in a fresh directory (removed when the guard drops).
+fn open(settings: StoreSettings) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), settings).unwrap();
+    (dir, store)
+}
+
 fn recorded(appended: Appended) -> EventId {
     match appended {
         Appended::Recorded(id) => id,
@@ -183,8 +190,7 @@ fn appends_are_ordered_indexed_and_survive_reopen() {
 
 #[test]
 fn cluster_scoped_objects_are_counted_under_the_empty_namespace() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), settings()).unwrap();
+    let (_dir, store) = open(settings());
     let id = recorded(
         store
             .append_blocking(event("", "Namespace", "shop", "alice", "ns1"))
@@ -206,8 +212,7 @@ fn cluster_scoped_objects_are_counted_under_the_empty_namespace() {
 
 #[test]
 fn a_resent_review_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), settings()).unwrap();
+    let (_dir, store) = open(settings());
     let first = recorded(
         store
             .append_blocking(event("shop", "Deployment", "web", "alice", "same"))
@@ -247,8 +252,7 @@ fn a_resent_review_is_stored_once() {
 
 #[test]
 fn pagination_walks_every_event_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), settings()).unwrap();
+    let (_dir, store) = open(settings());
     for i in 0..25 {
         store
             .append_blocking(event(
@@ -301,15 +305,10 @@ fn pagination_walks_every_event_once() {
 
 #[test]
 fn retention_keeps_the_newest_versions_per_object() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        StoreSettings {
-            max_versions_per_object: 3,
-            ..settings()
-        },
-    )
-    .unwrap();
+    let (_dir, store) = open(StoreSettings {
+        max_versions_per_object: 3,
+        ..settings()
+    });
     let ids: Vec<EventId> = (0..7)
         .map(|i| append_web(&store, &format!("r{i}")))
         .collect();
@@ -336,12 +335,10 @@ fn retention_never_removes_the_newest_versions_of_a_burst() {
     // A burst of appends to one object while retention first meets it: however the
     // notifications are grouped, exactly the newest `keep` versions remain.
     for round in 0..20 {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = StoreSettings {
+        let (_dir, store) = open(StoreSettings {
             max_versions_per_object: 3,
             ..settings()
-        };
-        let store = Store::open(dir.path(), settings).unwrap();
+        });
         let receivers: Vec<_> = (0..12)
             .map(|i| {
                 let uid = format!("b{round}-{i}");
@@ -362,16 +359,11 @@ fn retention_never_removes_the_newest_versions_of_a_burst() {
 fn version_counts_follow_deletions_by_age() {
     // Retention counts versions per object and trims the oldest without reading the rest:
     // after the age sweep removed versions, a stale count would take the new ones too.
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        StoreSettings {
-            max_versions_per_object: 3,
-            retention: Some(Duration::from_secs(3)),
-            ..settings()
-        },
-    )
-    .unwrap();
+    let (_dir, store) = open(StoreSettings {
+        max_versions_per_object: 3,
+        retention: Some(Duration::from_secs(3)),
+        ..settings()
+    });
     for i in 0..3 {
         append_web(&store, &format!("old{i}"));
     }
@@ -389,8 +381,7 @@ fn version_counts_follow_deletions_by_age() {
 
 #[test]
 fn a_created_object_is_stored_once_and_its_patch_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), settings()).unwrap();
+    let (_dir, store) = open(settings());
     let object = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "9",
@@ -482,15 +473,10 @@ fn wait_for_count(store: &Store, expected: usize) {
 
 #[test]
 fn retention_by_age_removes_expired_events_and_their_indexes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        StoreSettings {
-            retention: Some(Duration::from_millis(200)),
-            ..settings()
-        },
-    )
-    .unwrap();
+    let (_dir, store) = open(StoreSettings {
+        retention: Some(Duration::from_millis(200)),
+        ..settings()
+    });
     for i in 0..20 {
         store
             .append_blocking(event(
@@ -537,18 +523,13 @@ fn retention_by_age_removes_expired_events_and_their_indexes() {
 
 #[test]
 fn retention_by_size_removes_the_oldest_events_first() {
-    let dir = tempfile::tempdir().unwrap();
     // Any store is larger than one byte: every event must go, oldest first.
-    let store = Store::open(
-        dir.path(),
-        StoreSettings {
-            max_size_bytes: Some(1),
-            retention: None,
-            max_versions_per_object: 0,
-            ..settings()
-        },
-    )
-    .unwrap();
+    let (_dir, store) = open(StoreSettings {
+        max_size_bytes: Some(1),
+        retention: None,
+        max_versions_per_object: 0,
+        ..settings()
+    });
     for i in 0..30 {
         store
             .append_blocking(event(
