@@ -56,13 +56,14 @@ fn shop_web() -> ObjectKey {
     }
 }
 
+/// Append an event that must be new, and return its id.
+fn append(store: &Store, event: NewEvent) -> EventId {
+    recorded(store.append_blocking(event).unwrap())
+}
+
 /// Append one version of `shop/web` and return its id.
 fn append_web(store: &Store, uid: &str) -> EventId {
-    recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "web", "alice", uid))
-            .unwrap(),
-    )
+    append(store, event("shop", "Deployment", "web", "alice", uid))
 }
 
 /// Wait (bounded) until retention has removed `trimmed` versions of `shop/web` and exactly
@@ -113,21 +114,9 @@ fn recorded(appended: Appended) -> EventId {
 fn appends_are_ordered_indexed_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();
-    let a = recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "web", "alice", "u1"))
-            .unwrap(),
-    );
-    let b = recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "api", "bob", "u2"))
-            .unwrap(),
-    );
-    let c = recorded(
-        store
-            .append_blocking(event("ops", "Deployment", "web", "alice", "u3"))
-            .unwrap(),
-    );
+    let a = append(&store, event("shop", "Deployment", "web", "alice", "u1"));
+    let b = append(&store, event("shop", "Deployment", "api", "bob", "u2"));
+    let c = append(&store, event("ops", "Deployment", "web", "alice", "u3"));
     assert!(a < b && b < c);
     store.close();
 
@@ -175,11 +164,7 @@ fn appends_are_ordered_indexed_and_survive_reopen() {
     let full = store.get_event(a).unwrap().unwrap();
     assert_eq!(full.object.unwrap()["spec"]["replicas"], 1);
     // A new id after reopening is still later than every stored one.
-    let d = recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "web", "alice", "u4"))
-            .unwrap(),
-    );
+    let d = append(&store, event("shop", "Deployment", "web", "alice", "u4"));
     assert!(d > c);
     let namespaces = store.namespaces().unwrap();
     let shop = namespaces.iter().find(|n| n.namespace == "shop").unwrap();
@@ -191,16 +176,8 @@ fn appends_are_ordered_indexed_and_survive_reopen() {
 #[test]
 fn cluster_scoped_objects_are_counted_under_the_empty_namespace() {
     let (_dir, store) = open(settings());
-    let id = recorded(
-        store
-            .append_blocking(event("", "Namespace", "shop", "alice", "ns1"))
-            .unwrap(),
-    );
-    recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "web", "alice", "ns2"))
-            .unwrap(),
-    );
+    let id = append(&store, event("", "Namespace", "shop", "alice", "ns1"));
+    append(&store, event("shop", "Deployment", "web", "alice", "ns2"));
     let namespaces = store.namespaces().unwrap();
     let cluster = namespaces.iter().find(|n| n.namespace.is_empty()).unwrap();
     assert_eq!(
@@ -213,11 +190,7 @@ fn cluster_scoped_objects_are_counted_under_the_empty_namespace() {
 #[test]
 fn a_resent_review_is_stored_once() {
     let (_dir, store) = open(settings());
-    let first = recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "web", "alice", "same"))
-            .unwrap(),
-    );
+    let first = append(&store, event("shop", "Deployment", "web", "alice", "same"));
     assert_eq!(
         store
             .append_blocking(event("shop", "Deployment", "web", "alice", "same"))
@@ -424,11 +397,7 @@ fn a_created_object_is_stored_once_and_its_patch_rebuilt() {
     assert_eq!(page.items[0].patch, patch);
     assert_eq!(store.read_log(None, 10).unwrap()[0].patch, patch);
     // An update's patch stays in its summary.
-    let id = recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "web", "alice", "u1"))
-            .unwrap(),
-    );
+    let id = append(&store, event("shop", "Deployment", "web", "alice", "u1"));
     assert_eq!(
         store.summary(id).unwrap().unwrap().patch,
         json!([{"op": "replace", "path": "/spec/replicas", "value": 1}])
@@ -441,11 +410,7 @@ fn cursors_persist() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), settings()).unwrap();
     assert_eq!(store.cursor("sink:log").unwrap(), None);
-    let id = recorded(
-        store
-            .append_blocking(event("shop", "Deployment", "web", "alice", "c1"))
-            .unwrap(),
-    );
+    let id = append(&store, event("shop", "Deployment", "web", "alice", "c1"));
     store.save_cursor("sink:log", id).unwrap();
     assert!(store.read_log(Some(id), 10).unwrap().is_empty());
     assert_eq!(store.read_log(None, 10).unwrap().len(), 1);
