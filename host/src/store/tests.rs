@@ -56,6 +56,16 @@ fn shop_web() -> ObjectKey {
     }
 }
 
+/// The newest ten events matching `filter`.
+fn first_page(store: &Store, filter: &EventFilter) -> Page {
+    let scan = Scan {
+        limit: 10,
+        before: None,
+        budget: Scan::DEFAULT_BUDGET,
+    };
+    store.list_events(filter, scan).unwrap()
+}
+
 /// Append an event that must be new, and return its id.
 fn append(store: &Store, event: NewEvent) -> EventId {
     recorded(store.append_blocking(event).unwrap())
@@ -122,16 +132,7 @@ fn appends_are_ordered_indexed_and_survive_reopen() {
 
     let store = Store::open(dir.path(), settings()).unwrap();
     let all = |filter: EventFilter| {
-        store
-            .list_events(
-                &filter,
-                Scan {
-                    limit: 10,
-                    before: None,
-                    budget: Scan::DEFAULT_BUDGET,
-                },
-            )
-            .unwrap()
+        first_page(&store, &filter)
             .items
             .iter()
             .map(|e| e.id)
@@ -384,16 +385,7 @@ fn a_created_object_is_stored_once_and_its_patch_rebuilt() {
     assert_eq!((full.patch, full.object), (patch.clone(), Some(object)));
     let (history, _) = store.object_events(&shop_web()).unwrap();
     assert_eq!(history[0].patch, patch);
-    let page = store
-        .list_events(
-            &EventFilter::default(),
-            Scan {
-                limit: 10,
-                before: None,
-                budget: Scan::DEFAULT_BUDGET,
-            },
-        )
-        .unwrap();
+    let page = first_page(&store, &EventFilter::default());
     assert_eq!(page.items[0].patch, patch);
     assert_eq!(store.read_log(None, 10).unwrap()[0].patch, patch);
     // An update's patch stays in its summary.
@@ -454,19 +446,13 @@ fn retention_by_age_removes_expired_events_and_their_indexes() {
             .unwrap();
     }
     wait_for_count(&store, 0);
-    let by_user = store
-        .list_events(
-            &EventFilter {
-                user: Some("alice".into()),
-                ..EventFilter::default()
-            },
-            Scan {
-                limit: 10,
-                before: None,
-                budget: Scan::DEFAULT_BUDGET,
-            },
-        )
-        .unwrap();
+    let by_user = first_page(
+        &store,
+        &EventFilter {
+            user: Some("alice".into()),
+            ..EventFilter::default()
+        },
+    );
     assert!(by_user.items.is_empty());
     assert!(store.namespaces().unwrap().is_empty(), "counters follow");
     assert_eq!(
