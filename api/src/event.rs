@@ -174,6 +174,86 @@ impl ResourceRef {
     }
 }
 
+/// Whether the cluster confirmed a recorded change (the watch of `logistis serve --confirm`).
+///
+/// - `pending`: recorded from a review, not yet seen by the watch;
+/// - `confirmed`: the watch showed the object reaching exactly that state (a DELETE: the
+///   object gone), at [`Confirmation::resource_version`];
+/// - `phantom`: it never happened — the watch showed the object moving to another state
+///   instead, or the confirmation deadline passed without a matching watch event (denied
+///   after admission, a conflict, a forged review);
+/// - `observed`: a change the watch saw that no review explains (Logistis was down, the
+///   review was excluded or came another way); the user is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Confirmed,
+    Phantom,
+    Observed,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::Pending,
+        Status::Confirmed,
+        Status::Phantom,
+        Status::Observed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Confirmed => "confirmed",
+            Status::Phantom => "phantom",
+            Status::Observed => "observed",
+        }
+    }
+
+    /// Case-insensitive parse of a status name.
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How and when a status was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Confirmation {
+    /// `confirmed`: the resourceVersion the change landed as; `phantom`: the one that showed
+    /// another state (absent when the deadline passed); `observed`: the one it was seen at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// When the status was decided (UTC).
+    pub time: DateTime<Utc>,
+    /// Why, in a few words (`deadline passed`, `the object reached another state`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// For an `observed` change: the newest `managedFields` entry of the object as seen — the
+/// best available hint of who made it (the field manager and when it wrote).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagerHint {
+    pub manager: String,
+    /// `Apply` or `Update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subresource: Option<String>,
+}
+
 /// One recorded change.
 ///
 /// `object` and `oldObject` are redacted (Secret values are keyed hashes) and carry no
@@ -208,6 +288,16 @@ pub struct Event {
     pub object: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_object: Option<serde_json::Value>,
+    /// Whether the cluster confirmed it; absent when it is not confirmed by a watch
+    /// (recorded with `--confirm` off, or not a change of a watched resource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// How the status was decided (absent while `pending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<Confirmation>,
+    /// `observed` changes only: who probably made it, from `managedFields`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_by: Option<ManagerHint>,
 }
 
 #[cfg(test)]
@@ -231,6 +321,17 @@ mod tests {
         assert_eq!(Operation::parse("patch").as_str(), "PATCH");
         let json = serde_json::to_string(&Operation::Connect).unwrap();
         assert_eq!(json, "\"CONNECT\"");
+    }
+
+    #[test]
+    fn statuses_parse_and_serialise_lower_case() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+            let json = serde_json::to_value(status).unwrap();
+            assert_eq!(json, status.as_str());
+        }
+        assert_eq!(Status::parse("Phantom"), Some(Status::Phantom));
+        assert_eq!(Status::parse("maybe"), None);
     }
 
     #[test]

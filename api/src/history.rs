@@ -59,6 +59,10 @@ pub struct VersionSummary {
     pub changed_paths: Vec<String>,
     /// One line for humans: `created`, `deleted`, `spec.replicas, spec.template...image`.
     pub summary: String,
+    /// The event's confirmation status (see [`crate::Status`]); absent when not confirmed
+    /// by a watch. Phantoms are versions only with `includePhantoms=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::Status>,
 }
 
 /// One generation: a run of versions of the same object uid, from CREATE (or the first
@@ -183,6 +187,10 @@ pub struct BlameLine {
     /// (`spec.template.spec.containers[0].image`); for `- name: x` the deepest one, `name`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// The confirmation status of that change (never `phantom`: blame credits only what
+    /// happened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::Status>,
 }
 
 /// `GET …/blame`: the newest version (of the newest generation) as YAML, one entry per line.
@@ -246,6 +254,7 @@ mod tests {
                 deleted: false,
                 changed_paths: vec!["spec.replicas".into()],
                 summary: "spec.replicas".into(),
+                status: None,
             },
             object: serde_json::json!({"spec": {"replicas": 2}}),
         };

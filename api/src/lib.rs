@@ -16,7 +16,10 @@ pub mod list;
 pub mod plugins;
 
 pub use error::ErrorBody;
-pub use event::{Event, EventId, Operation, ParseEventIdError, ResourceRef, UserInfo};
+pub use event::{
+    Confirmation, Event, EventId, ManagerHint, Operation, ParseEventIdError, ResourceRef, Status,
+    UserInfo,
+};
 pub use history::{
     BisectAnswer, Blame, BlameLine, Diff, FieldChange, FieldHistory, GenerationSummary, ObjectRef,
     VersionDetail, VersionList, VersionSummary,

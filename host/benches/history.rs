@@ -75,6 +75,9 @@ fn new_event(
             options: None,
             object: Some(object),
             old_object: old,
+            status: None,
+            confirmation: None,
+            observed_by: None,
         },
         dedupe_key: None,
     }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::admission::Policy;
 use crate::certs::CertSettings;
+use crate::confirm::{ConfirmSettings, ResourcePattern};
 use crate::plugins::PluginSettings;
 use crate::store::{Durability, StoreSettings};
 use crate::telemetry::LogFormat;
@@ -159,6 +160,40 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGISTIS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// Confirm every recorded change against the cluster with a watch (needs list and watch
+    /// RBAC): events become confirmed or phantom, unreviewed changes are recorded as observed
+    #[arg(long, env = "LOGISTIS_CONFIRM")]
+    pub confirm: bool,
+
+    /// A pending change no watch event matched this long after the watch caught up past it
+    /// is a phantom (e.g. 5s, 500ms) [default: 5s]
+    #[arg(long, env = "LOGISTIS_CONFIRM_DEADLINE", value_name = "DURATION")]
+    pub confirm_deadline: Option<String>,
+
+    /// Watch only these resources, RESOURCE[.GROUP] with * globs, comma-separated
+    /// (e.g. deployments.apps,*.example.com) [default: every listable resource]
+    #[arg(long, env = "LOGISTIS_CONFIRM_INCLUDE", value_name = "PATTERNS")]
+    pub confirm_include: Option<String>,
+
+    /// Never watch these resources (RESOURCE[.GROUP] patterns, comma-separated); leases,
+    /// events and access reviews are always left out
+    #[arg(long, env = "LOGISTIS_CONFIRM_EXCLUDE", value_name = "PATTERNS")]
+    pub confirm_exclude: Option<String>,
+
+    /// Namespaces whose objects are not confirmed, comma-separated (those the webhook's
+    /// namespaceSelector leaves out, e.g. logistis)
+    #[arg(
+        long,
+        env = "LOGISTIS_CONFIRM_EXCLUDE_NAMESPACES",
+        value_name = "NAMESPACES"
+    )]
+    pub confirm_exclude_namespaces: Option<String>,
+
+    /// Objects compared per second while catching up after a (re)list, so a large
+    /// cluster's first list does not starve the webhook [default: 1000]
+    #[arg(long, env = "LOGISTIS_CONFIRM_CATCHUP_RATE", value_name = "N")]
+    pub confirm_catchup_rate: Option<u32>,
+
     /// Benchmarking only: parse and answer reviews, record nothing
     #[arg(long, env = "LOGISTIS_ANSWER_ONLY", hide = true)]
     pub answer_only: bool,
@@ -196,6 +231,8 @@ pub struct Settings {
     pub plugins: PluginSettings,
     pub log_format: LogFormat,
     pub answer_only: bool,
+    /// `--confirm`: the watch against the cluster, when on.
+    pub confirm: Option<ConfirmSettings>,
 }
 
 /// A setting that cannot be used; the message names the flag and the fix.
@@ -251,6 +288,14 @@ impl ServeArgs {
             plugins_cache_dir: self.plugins_cache_dir.or(file.plugins_cache_dir),
             log_format: self.log_format.or(file.log_format),
             answer_only: self.answer_only || file.answer_only,
+            confirm: self.confirm || file.confirm,
+            confirm_deadline: self.confirm_deadline.or(file.confirm_deadline),
+            confirm_include: self.confirm_include.or(file.confirm_include),
+            confirm_exclude: self.confirm_exclude.or(file.confirm_exclude),
+            confirm_exclude_namespaces: self
+                .confirm_exclude_namespaces
+                .or(file.confirm_exclude_namespaces),
+            confirm_catchup_rate: self.confirm_catchup_rate.or(file.confirm_catchup_rate),
             discard_events: self.discard_events,
         }
     }
@@ -277,6 +322,7 @@ impl ServeArgs {
     }
 
     fn validate(self) -> Result<Settings, ConfigError> {
+        let confirm = self.confirm_settings()?;
         if self.manage_certs
             && (self.tls_cert.is_some() || self.tls_key.is_some() || self.self_signed)
         {
@@ -403,7 +449,58 @@ impl ServeArgs {
             },
             log_format: self.log_format.unwrap_or_default(),
             answer_only: self.answer_only,
+            confirm,
         })
+    }
+
+    /// The `--confirm*` flags; `None` when `--confirm` is off (the others are still checked).
+    fn confirm_settings(&self) -> Result<Option<ConfirmSettings>, ConfigError> {
+        let patterns = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .unwrap_or("")
+                .split(',')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| {
+                    ResourcePattern::parse(p).map_err(|error| invalid(format!("{flag} {error}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let deadline = match self.confirm_deadline.as_deref() {
+            None => crate::confirm::DEFAULT_DEADLINE,
+            Some(text) => humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_secs(3600))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--confirm-deadline {text:?}: expected a duration from 100ms to 1h (e.g. 5s)"
+                    ))
+                })?,
+        };
+        let catchup_rate = self
+            .confirm_catchup_rate
+            .unwrap_or(crate::confirm::DEFAULT_CATCHUP_RATE);
+        if catchup_rate == 0 {
+            return Err(invalid(
+                "--confirm-catchup-rate must be at least 1 object per second",
+            ));
+        }
+        let settings = ConfirmSettings {
+            deadline,
+            include: patterns("--confirm-include", &self.confirm_include)?,
+            exclude: patterns("--confirm-exclude", &self.confirm_exclude)?,
+            exclude_namespaces: self
+                .confirm_exclude_namespaces
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .filter(|ns| !ns.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            catchup_rate,
+            ..ConfirmSettings::default()
+        };
+        Ok(self.confirm.then_some(settings))
     }
 }
 
@@ -600,6 +697,51 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("loopback"), "{error}");
+    }
+
+    #[test]
+    fn confirm_is_off_by_default_and_its_flags_are_checked() {
+        assert!(args().into_settings().unwrap().confirm.is_none());
+        let settings = ServeArgs {
+            confirm: true,
+            confirm_deadline: Some("2s".into()),
+            confirm_include: Some("deployments.apps, *.example.com".into()),
+            confirm_exclude_namespaces: Some("logistis,kube-system".into()),
+            ..args()
+        }
+        .into_settings()
+        .unwrap()
+        .confirm
+        .unwrap();
+        assert_eq!(settings.deadline, Duration::from_secs(2));
+        assert_eq!(settings.include.len(), 2);
+        assert_eq!(settings.exclude_namespaces, ["logistis", "kube-system"]);
+        for (args, flag) in [
+            (
+                ServeArgs {
+                    confirm_deadline: Some("soon".into()),
+                    ..args()
+                },
+                "--confirm-deadline",
+            ),
+            (
+                ServeArgs {
+                    confirm_exclude: Some("Deployments.apps".into()),
+                    ..args()
+                },
+                "--confirm-exclude",
+            ),
+            (
+                ServeArgs {
+                    confirm_catchup_rate: Some(0),
+                    ..args()
+                },
+                "--confirm-catchup-rate",
+            ),
+        ] {
+            let error = args.into_settings().unwrap_err().to_string();
+            assert!(error.contains(flag), "{error}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`plugins`]: WebAssembly capture predicates (in the admission path) and sinks (on the
 //!   durable log).
 //! - [`store`]: fjall keyspaces, group commit, retention, queries.
+//! - [`confirm`]: the watch against the cluster — each event `pending`, then `confirmed`
+//!   or `phantom`; changes no review explains recorded as `observed`.
 //! - [`tls`] and [`certs`]: the listeners' certificate — from files, self-signed, or managed
 //!   by the server itself in a Kubernetes Secret with the webhook's caBundle kept current.
 //! - [`server`]: wires them together and shuts them down in order.
@@ -18,6 +20,7 @@
 pub mod admission;
 pub mod certs;
 pub mod config;
+pub mod confirm;
 pub mod hash_key;
 pub mod history;
 pub mod http;

@@ -91,6 +91,11 @@ pub async fn run(
     if let Some(manager) = &cert_manager {
         manager.register_metrics(metrics.registry_mut());
     }
+    let confirmer = settings.confirm.clone().map(|confirm_settings| {
+        let confirmer = Arc::new(crate::confirm::Confirmer::new(confirm_settings));
+        confirmer.metrics.register(metrics.registry_mut());
+        confirmer
+    });
 
     let state = AppState {
         store: store.clone(),
@@ -103,6 +108,7 @@ pub async fn run(
         }),
         max_body_bytes: settings.max_body_bytes,
         answer_only: settings.answer_only,
+        confirm: confirmer.clone(),
     };
 
     let webhook_listener = TcpListener::bind(settings.webhook_listen)
@@ -135,6 +141,14 @@ pub async fn run(
     on_bound(bound);
 
     resolver.watch(shutdown.clone());
+    let confirm_task = confirmer.map(|confirmer| {
+        tracing::info!("confirmation by watch is on");
+        confirmer.spawn(
+            store.clone(),
+            state.admission.redactor.clone(),
+            shutdown.clone(),
+        )
+    });
     if let Some(manager) = cert_manager {
         manager.spawn(shutdown.clone());
     }
@@ -155,6 +169,10 @@ pub async fn run(
     ));
     let _ = webhook.await;
     let _ = query.await;
+    if let Some(task) = confirm_task {
+        // Its tasks stop at the shutdown token; a status write in flight finishes first.
+        let _ = task.await;
+    }
 
     state.plugins.shutdown();
     tokio::task::spawn_blocking(move || store.close())

@@ -6,6 +6,7 @@
 mod admission;
 mod certs;
 mod cli;
+mod confirm;
 mod deploy;
 mod durability;
 mod history;

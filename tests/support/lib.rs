@@ -8,6 +8,11 @@
 
 pub mod plugins;
 
+/// The cluster side of the Kubernetes API stand-in (objects, list, watch, reviews posted to
+/// Logistis). It joins the shared core in `apiserver/` once that is in place.
+#[path = "apiserver/cluster.rs"]
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -139,6 +139,9 @@ pub fn build_event(
             options,
             object,
             old_object,
+            status: None,
+            confirmation: None,
+            observed_by: None,
         },
         dedupe_key,
     }))

@@ -76,6 +76,7 @@ pub fn blame(timeline: &Timeline) -> Result<Blame, Error> {
                 user: owner.user.clone(),
                 operation: owner.operation.clone(),
                 path: line.concrete.to_string(),
+                status: owner.status,
             }
         })
         .collect();

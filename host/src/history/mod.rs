@@ -96,6 +96,9 @@ pub(crate) mod testing {
             options: None,
             object,
             old_object,
+            status: None,
+            confirmation: None,
+            observed_by: None,
         }
     }
 

@@ -42,7 +42,21 @@ impl Timeline {
     /// Build the versions from `events` (oldest first, as the store returns them), of which
     /// `trimmed_events` older ones were removed by retention. `object` names the object as
     /// addressed; its kind is replaced by the kind as recorded, when there is one.
-    pub fn build(mut object: ObjectRef, events: Vec<Event>, trimmed_events: u64) -> Timeline {
+    ///
+    /// Phantoms (changes the cluster never made) keep their number but are not versions:
+    /// see [`Timeline::build_with_phantoms`] to show them.
+    pub fn build(object: ObjectRef, events: Vec<Event>, trimmed_events: u64) -> Timeline {
+        Timeline::build_with_phantoms(object, events, trimmed_events, false)
+    }
+
+    /// [`Timeline::build`], with phantoms as versions when `include_phantoms` (each then
+    /// applied as if it had happened: what the record claimed).
+    pub fn build_with_phantoms(
+        mut object: ObjectRef,
+        events: Vec<Event>,
+        trimmed_events: u64,
+        include_phantoms: bool,
+    ) -> Timeline {
         if let Some(event) = events.first() {
             object.kind = event.resource.kind.clone();
         }
@@ -50,7 +64,8 @@ impl Timeline {
         let mut generation = 0;
         for (position, mut event) in (1..).zip(events) {
             let number = trimmed_events + position;
-            if event.dry_run
+            if (!include_phantoms && event.status == Some(logistis_api::Status::Phantom))
+                || event.dry_run
                 || !matches!(
                     event.operation,
                     Operation::Create | Operation::Update | Operation::Delete
@@ -97,6 +112,7 @@ impl Timeline {
                     deleted,
                     changed_paths,
                     summary,
+                    status: event.status,
                 },
                 object: state,
             });

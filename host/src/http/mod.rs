@@ -46,6 +46,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Benchmark mode: answer every review without recording it.
     pub answer_only: bool,
+    /// `--confirm`: marks recorded changes of watched resources `pending`.
+    pub confirm: Option<Arc<crate::confirm::Confirmer>>,
 }
 
 /// The webhook listener's routes.

@@ -79,12 +79,16 @@ struct DiffParams {
     from: Option<String>,
     to: Option<String>,
     path: Option<String>,
+    #[serde(rename = "includePhantoms")]
+    include_phantoms: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistoryParams {
     path: String,
+    #[serde(rename = "includePhantoms")]
+    include_phantoms: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +96,8 @@ struct HistoryParams {
 struct BisectParams {
     path: String,
     value: String,
+    #[serde(rename = "includePhantoms")]
+    include_phantoms: Option<String>,
 }
 
 impl From<history::Error> for ApiError {
@@ -128,6 +134,7 @@ fn describe(object: &ObjectRef) -> String {
 async fn with_timeline<T, F>(
     state: &AppState,
     object: ObjectRef,
+    include_phantoms: bool,
     answer: F,
 ) -> Result<Json<T>, ApiError>
 where
@@ -149,7 +156,13 @@ where
                 describe(&object)
             )));
         }
-        answer(&Timeline::build(object, events, trimmed)).map(Json)
+        answer(&Timeline::build_with_phantoms(
+            object,
+            events,
+            trimmed,
+            include_phantoms,
+        ))
+        .map(Json)
     })
     .await
 }
@@ -174,13 +187,39 @@ fn no_params(query: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// `includePhantoms` alone: phantoms (changes the cluster never made) are left out of
+/// history answers unless it is `true`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PhantomParams {
+    include_phantoms: Option<String>,
+}
+
+fn parse_include_phantoms(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("" | "false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "includePhantoms={other:?}: expected true or false"
+        ))),
+    }
+}
+
+fn include_phantoms_only(query: Option<&str>) -> Result<bool, ApiError> {
+    let params: PhantomParams = parse_query(query)?;
+    parse_include_phantoms(params.include_phantoms.as_deref())
+}
+
 async fn versions(
     State(state): State<AppState>,
     Path(path): Path<ObjectPath>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<VersionList>, ApiError> {
-    no_params(query.as_deref())?;
-    with_timeline(&state, path.object_ref(), |timeline| Ok(timeline.list())).await
+    let include_phantoms = include_phantoms_only(query.as_deref())?;
+    with_timeline(&state, path.object_ref(), include_phantoms, |timeline| {
+        Ok(timeline.list())
+    })
+    .await
 }
 
 async fn version(
@@ -188,7 +227,7 @@ async fn version(
     Path(path): Path<VersionPath>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<VersionDetail>, ApiError> {
-    no_params(query.as_deref())?;
+    let include_phantoms = include_phantoms_only(query.as_deref())?;
     let number = parse_version("version", &path.version)?;
     let object = ObjectPath {
         group: path.group,
@@ -196,14 +235,19 @@ async fn version(
         namespace: path.namespace,
         name: path.name,
     };
-    with_timeline(&state, object.object_ref(), move |timeline| {
-        let version = timeline.get(number)?;
-        Ok(VersionDetail {
-            object_ref: timeline.object.clone(),
-            summary: version.summary.clone(),
-            object: version.object.clone(),
-        })
-    })
+    with_timeline(
+        &state,
+        object.object_ref(),
+        include_phantoms,
+        move |timeline| {
+            let version = timeline.get(number)?;
+            Ok(VersionDetail {
+                object_ref: timeline.object.clone(),
+                summary: version.summary.clone(),
+                object: version.object.clone(),
+            })
+        },
+    )
     .await
 }
 
@@ -221,9 +265,13 @@ async fn diff(
         .map(|t| parse_version("to", &t))
         .transpose()?;
     let field = non_empty(params.path).map(|t| parse_path(&t)).transpose()?;
-    with_timeline(&state, path.object_ref(), move |timeline| {
-        Ok(history::diff::diff(timeline, from, to, field.as_ref())?)
-    })
+    let include_phantoms = parse_include_phantoms(params.include_phantoms.as_deref())?;
+    with_timeline(
+        &state,
+        path.object_ref(),
+        include_phantoms,
+        move |timeline| Ok(history::diff::diff(timeline, from, to, field.as_ref())?),
+    )
     .await
 }
 
@@ -234,9 +282,13 @@ async fn field_history(
 ) -> Result<Json<FieldHistory>, ApiError> {
     let params: HistoryParams = parse_query(query.as_deref())?;
     let field = parse_path(&params.path)?;
-    with_timeline(&state, path.object_ref(), move |timeline| {
-        Ok(history::field::history(timeline, &field))
-    })
+    let include_phantoms = parse_include_phantoms(params.include_phantoms.as_deref())?;
+    with_timeline(
+        &state,
+        path.object_ref(),
+        include_phantoms,
+        move |timeline| Ok(history::field::history(timeline, &field)),
+    )
     .await
 }
 
@@ -247,9 +299,13 @@ async fn bisect(
 ) -> Result<Json<BisectAnswer>, ApiError> {
     let params: BisectParams = parse_query(query.as_deref())?;
     let field = parse_path(&params.path)?;
-    with_timeline(&state, path.object_ref(), move |timeline| {
-        Ok(history::field::bisect(timeline, &field, &params.value)?)
-    })
+    let include_phantoms = parse_include_phantoms(params.include_phantoms.as_deref())?;
+    with_timeline(
+        &state,
+        path.object_ref(),
+        include_phantoms,
+        move |timeline| Ok(history::field::bisect(timeline, &field, &params.value)?),
+    )
     .await
 }
 
@@ -259,7 +315,8 @@ async fn blame(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Blame>, ApiError> {
     no_params(query.as_deref())?;
-    with_timeline(&state, path.object_ref(), |timeline| {
+    // Never with phantoms: a line is credited only to a change that happened.
+    with_timeline(&state, path.object_ref(), false, |timeline| {
         Ok(history::blame::blame(timeline)?)
     })
     .await

@@ -9,7 +9,7 @@ use axum::extract::{Path, RawQuery, State};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use logistis_api::{Event, EventId, EventList, NamespaceList, Operation};
+use logistis_api::{Event, EventId, EventList, NamespaceList, Operation, Status};
 use serde::Deserialize;
 
 use super::AppState;
@@ -30,6 +30,8 @@ struct EventsParams {
     operation: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    /// `confirmed`, `pending`, `phantom`, `observed`, or several separated by commas.
+    status: Option<String>,
     limit: Option<String>,
     #[serde(rename = "continue")]
     continue_token: Option<String>,
@@ -58,6 +60,19 @@ pub fn parse_time(param: &str, text: &str, now: DateTime<Utc>) -> Result<DateTim
 
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
+}
+
+/// `confirmed` or `confirmed,observed`: the statuses an answer keeps.
+pub fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
+    text.split(',')
+        .map(|name| {
+            Status::parse(name).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "status={name:?}: expected pending, confirmed, phantom or observed (several separated by commas)"
+                ))
+            })
+        })
+        .collect()
 }
 
 pub fn encode_continue(id: EventId) -> String {
@@ -111,6 +126,9 @@ pub async fn list_events(
             "name needs kind: an object is named within its kind",
         ));
     }
+    let status = non_empty(params.status)
+        .map(|text| parse_statuses(&text))
+        .transpose()?;
     let filter = EventFilter {
         // `_` stands for cluster-scoped objects, as in the object paths.
         namespace: non_empty(params.namespace).map(|ns| if ns == "_" { String::new() } else { ns }),
@@ -123,6 +141,7 @@ pub async fn list_events(
         operation: non_empty(params.operation).map(|op| Operation::parse(&op)),
         since_micros,
         until_micros,
+        status,
     };
     let before = non_empty(params.continue_token)
         .map(|token| decode_continue(&token))

@@ -22,6 +22,7 @@ fn state(dir: &std::path::Path) -> AppState {
         }),
         max_body_bytes: 64 * 1024,
         answer_only: false,
+        confirm: None,
     }
 }
 

@@ -149,6 +149,10 @@ async fn record(state: &AppState, request: review::AdmissionRequest) -> ReviewOu
     } else {
         new_event
     };
+    let mut new_event = new_event;
+    if let Some(confirmer) = &state.confirm {
+        confirmer.mark(&mut new_event.event);
+    }
     match state.store.append(new_event).await {
         Ok(Ok(Appended::Recorded(id))) => {
             tracing::debug!(%id, "recorded");

@@ -150,6 +150,7 @@ fn load(
             .map(|h| h.to_ascii_lowercase())
             .collect(),
         batch: 1,
+        deliver: spec::Deliver::Recorded,
     };
     // The component says which world it implements: try the predicate world first.
     let as_predicate = || {

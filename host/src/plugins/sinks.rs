@@ -12,16 +12,48 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use logistis_api::EventId;
+use logistis_api::{Event, EventId, Status};
 
 use super::bindings::{self, sink::Sink};
 use super::metrics::Metrics;
 use super::runtime::{self, DisplayChain, Plugin};
+use super::spec::Deliver;
 use crate::store::Store;
 
 const POLL: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// `deliver: confirmed` waits this long at most for a pending event (the watch may be
+/// away): then it is delivered as it is, rather than stalling the sink.
+const MAX_HOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(300);
+
+/// What of `events` (in log order) a sink may receive now: with [`Deliver::Confirmed`],
+/// everything up to the first event still pending (younger than [`MAX_HOLD`]), phantoms
+/// left out. Returns the events to deliver and the id of the last one consumed (delivered
+/// or skipped), to move the cursor to; `None` when the first event must wait.
+pub fn settled(
+    events: Vec<Event>,
+    deliver: Deliver,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Vec<Event>, Option<EventId>) {
+    if deliver == Deliver::Recorded {
+        let last = events.last().map(|e| e.id);
+        return (events, last);
+    }
+    let mut out = Vec::with_capacity(events.len());
+    let mut last = None;
+    for event in events {
+        match event.status {
+            Some(Status::Pending) if now - event.time < MAX_HOLD => break,
+            Some(Status::Phantom) => last = Some(event.id),
+            _ => {
+                last = Some(event.id);
+                out.push(event);
+            }
+        }
+    }
+    (out, last)
+}
 
 /// A running sink; dropping the stop sender ends it after the current batch.
 #[derive(Debug)]
@@ -95,12 +127,26 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
         };
         let lag = lag_seconds(store.last_id(), cursor);
         metrics.sink_lag_seconds.get_or_create(&labels).set(lag);
-        let Some(last) = events.last().map(|event| event.id) else {
+        let (events, consumed) = settled(events, plugin.spec.deliver, chrono::Utc::now());
+        let Some(last) = consumed else {
             if pause(stopped, POLL) {
                 return;
             }
             continue;
         };
+        if events.is_empty() {
+            // Only phantoms: nothing to deliver, move past them.
+            match store.save_cursor(&cursor_name, last) {
+                Ok(()) => cursor = Some(last),
+                Err(error) => {
+                    tracing::error!(sink = name, error = %DisplayChain(&error), "cannot save the sink cursor");
+                    if pause(stopped, backoff) {
+                        return;
+                    }
+                }
+            }
+            continue;
+        }
         let batch: Vec<_> = events
             .iter()
             .map(|e| bindings::to_wit(e, Some(e.id.to_string())))
@@ -169,6 +215,52 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
         if stopped.try_recv() != Err(crossbeam_channel::TryRecvError::Empty) {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeDelta, Utc};
+
+    use super::*;
+
+    fn event(id: u64, status: Option<Status>, age_seconds: i64) -> Event {
+        let mut event: Event = serde_json::from_value(serde_json::json!({
+            "id": format!("{id:016x}"), "uid": "u", "time": "2026-01-01T00:00:00Z",
+            "operation": "UPDATE", "user": {}, "resource": {}}))
+        .unwrap();
+        event.time = Utc::now() - TimeDelta::seconds(age_seconds);
+        event.status = status;
+        event
+    }
+
+    fn ids(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|e| e.id.0).collect()
+    }
+
+    #[test]
+    fn confirmed_delivery_waits_for_pending_and_skips_phantoms() {
+        let log = vec![
+            event(1, Some(Status::Confirmed), 9),
+            event(2, Some(Status::Phantom), 8),
+            event(3, None, 7),
+            event(4, Some(Status::Pending), 1),
+            event(5, Some(Status::Observed), 0),
+        ];
+        let (out, last) = settled(log.clone(), Deliver::Confirmed, Utc::now());
+        assert_eq!(ids(&out), [1, 3]);
+        assert_eq!(last, Some(EventId(3)));
+        let (out, last) = settled(log[3..].to_vec(), Deliver::Confirmed, Utc::now());
+        assert!(out.is_empty());
+        assert_eq!(last, None, "the sink waits for the pending event");
+        let (out, last) = settled(log[1..2].to_vec(), Deliver::Confirmed, Utc::now());
+        assert!(out.is_empty());
+        assert_eq!(last, Some(EventId(2)), "a phantom is passed over");
+        // Pending for too long (the watch is away): delivered rather than stalling.
+        let stale = vec![event(6, Some(Status::Pending), 400)];
+        assert_eq!(ids(&settled(stale, Deliver::Confirmed, Utc::now()).0), [6]);
+        let (out, _) = settled(log, Deliver::Recorded, Utc::now());
+        assert_eq!(ids(&out), [1, 2, 3, 4, 5]);
     }
 }
 

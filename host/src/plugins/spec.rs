@@ -15,6 +15,7 @@
 //!     allowed-hosts: ["audit.example.com"]
 //!     batch: 100              # events per delivery (default 100)
 //!     deadline-ms: 10000      # per delivery (default 10000)
+//!     deliver: confirmed      # confirmed (default) | recorded
 //!     config: {url: "https://audit.example.com/logistis"}
 //! ```
 //! Validation collects every problem at once, so an operator fixes the file in one go.
@@ -35,6 +36,18 @@ pub const DEFAULT_MEMORY_MB: u64 = 32;
 pub const MAX_MEMORY_MB: u64 = 512;
 pub const MAX_DEADLINE_MS: u64 = 60_000;
 pub const DEFAULT_BATCH: usize = 100;
+
+/// Which events a sink receives, with `logistis serve --confirm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deliver {
+    /// Only what happened: confirmed and observed changes (and those the watch does not
+    /// confirm), in log order, each once it is settled; phantoms never.
+    #[default]
+    Confirmed,
+    /// Every recorded change at once, pending ones included (some may turn out phantoms).
+    Recorded,
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +78,8 @@ pub struct PluginConfig {
     pub allowed_hosts: Vec<String>,
     #[serde(default)]
     pub batch: Option<usize>,
+    #[serde(default)]
+    pub deliver: Option<Deliver>,
 }
 
 /// A validated plugin.
@@ -84,6 +99,8 @@ pub struct PluginSpec {
     /// Lower-cased `host` or `host:port` entries.
     pub allowed_hosts: Vec<String>,
     pub batch: usize,
+    /// Sinks: which events (see [`Deliver`]).
+    pub deliver: Deliver,
 }
 
 /// A validated set: predicates in order, then sinks.
@@ -175,6 +192,9 @@ fn validate(dir: &Path, kind: PluginKind, config: PluginConfig) -> Result<Plugin
     if kind == PluginKind::Predicate && config.batch.is_some() {
         problem("batch applies to sinks only".into());
     }
+    if kind == PluginKind::Predicate && config.deliver.is_some() {
+        problem("deliver applies to sinks only".into());
+    }
     let batch = config.batch.unwrap_or(DEFAULT_BATCH);
     if batch == 0 || batch > 10_000 {
         problem("batch must be between 1 and 10000".into());
@@ -217,6 +237,7 @@ fn validate(dir: &Path, kind: PluginKind, config: PluginConfig) -> Result<Plugin
             .map(|h| h.to_ascii_lowercase())
             .collect(),
         batch,
+        deliver: config.deliver.unwrap_or_default(),
     })
 }
 

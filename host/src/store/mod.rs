@@ -8,6 +8,7 @@
 //!   empty values; every "newest N" is one reverse range scan.
 //! - `dedupe`: request key → id; `ns_stats`: namespace → event count;
 //!   `trimmed`: object → versions dropped by retention; `cursors`: consumer → id.
+//! - `status`: id → confirmation status, `pending`: ids awaiting the watch (see `status`).
 //!
 //! Only the writer thread (`writer`) mutates; reads go straight to fjall from any thread
 //! (callers on an async runtime wrap them in `spawn_blocking`). Kinds are stored lower-case
@@ -17,6 +18,7 @@ pub mod keys;
 mod query;
 mod record;
 mod retention;
+mod status;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +33,7 @@ use logistis_api::EventId;
 
 pub use query::{EventFilter, ObjectKey, Page, Scan};
 pub use record::Objects;
+pub use status::{StatusRecord, StatusUpdate};
 pub use writer::Appended;
 
 use crate::admission::NewEvent;
@@ -117,6 +120,8 @@ pub(crate) struct Keyspaces {
     pub ns_stats: Keyspace,
     pub trimmed: Keyspace,
     pub cursors: Keyspace,
+    pub status: Keyspace,
+    pub pending: Keyspace,
 }
 
 impl Keyspaces {
@@ -134,6 +139,8 @@ impl Keyspaces {
             ns_stats: open("ns_stats")?,
             trimmed: open("trimmed")?,
             cursors: open("cursors")?,
+            status: open("status")?,
+            pending: open("pending")?,
         })
     }
 }

@@ -4,7 +4,7 @@
 //! summaries, within a scan budget so no request can walk the whole store.
 
 use fjall::Readable as _;
-use logistis_api::{Event, EventId, NamespaceSummary, Operation};
+use logistis_api::{Event, EventId, NamespaceSummary, Operation, Status};
 
 use super::record::{self, Objects, StoredPatch};
 use super::{Result, Store, keys, read_u64};
@@ -23,6 +23,8 @@ pub struct EventFilter {
     pub since_micros: Option<i64>,
     /// Exclusive upper bound on the event time (microseconds since the epoch).
     pub until_micros: Option<i64>,
+    /// Any of these confirmation statuses (events without a status never match).
+    pub status: Option<Vec<Status>>,
 }
 
 impl EventFilter {
@@ -43,6 +45,11 @@ impl EventFilter {
                 .is_none_or(|o| *o == event.operation)
             && self.since_micros.is_none_or(|since| time >= since)
             && self.until_micros.is_none_or(|until| time < until)
+            && self.status.as_ref().is_none_or(|statuses| {
+                event
+                    .status
+                    .is_some_and(|status| statuses.contains(&status))
+            })
     }
 }
 
@@ -176,6 +183,7 @@ impl Store {
             };
             event.patch = record::whole_object_patch(object.as_ref());
         }
+        self.merge_status(&mut event)?;
         Ok(Some(event))
     }
 
@@ -191,6 +199,7 @@ impl Store {
         }
         event.object = objects.object;
         event.old_object = objects.old_object;
+        self.merge_status(&mut event)?;
         Ok(Some(event))
     }
 
@@ -261,6 +270,9 @@ impl Store {
             if patch == StoredPatch::WholeObject {
                 event.patch = record::whole_object_patch(event.object.as_ref());
             }
+            if let Some(value) = snapshot.get(&ks.status, id.to_be_bytes())? {
+                super::StatusRecord::decode(id, &value)?.apply_to(&mut event);
+            }
             events.push(event);
         }
         let trimmed = snapshot
@@ -285,5 +297,56 @@ impl Store {
             }
         }
         Ok(events)
+    }
+}
+
+impl Store {
+    /// The objects of one kind that have stored events, in key order, strictly after
+    /// `after` (namespace, name), at most `limit` — for the confirmer's catch-up after a
+    /// list: one seek per object, never a read of its events.
+    pub fn object_names(
+        &self,
+        group: &str,
+        kind: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let ks = &self.shared().ks;
+        let kind = kind.to_ascii_lowercase();
+        let kind_prefix = keys::prefix(&[group, &kind]);
+        let mut start = match after {
+            // Past every id of that object: its prefix, then more than 8 bytes of 0xff.
+            Some((namespace, name)) => {
+                let mut key = keys::prefix(&[group, &kind, namespace, name]);
+                key.extend_from_slice(&[0xff; 9]);
+                key
+            }
+            None => kind_prefix.clone(),
+        };
+        let mut end = kind_prefix.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        let mut names = Vec::new();
+        while names.len() < limit {
+            let Some(guard) = ks.by_object.range(start.clone()..end.clone()).next() else {
+                break;
+            };
+            let key = guard.key()?;
+            let Some(fields) = key
+                .len()
+                .checked_sub(8)
+                .and_then(|cut| keys::decode_fields(&key[..cut]))
+            else {
+                break;
+            };
+            let [_, _, namespace, name] =
+                <[String; 4]>::try_from(fields).map_err(|_| super::Error::Corrupt {
+                    id: keys::id_suffix(&key).unwrap_or(EventId(0)),
+                    reason: "object index key without four fields",
+                })?;
+            start = keys::prefix(&[group, &kind, &namespace, &name]);
+            start.extend_from_slice(&[0xff; 9]);
+            names.push((namespace, name));
+        }
+        Ok(names)
     }
 }

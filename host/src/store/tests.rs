@@ -36,6 +36,9 @@ fn event(ns: &str, kind: &str, name: &str, user: &str, uid: &str) -> NewEvent {
             options: None,
             object: Some(json!({"metadata": {"name": name}, "spec": {"replicas": 1}})),
             old_object: None,
+            status: None,
+            confirmation: None,
+            observed_by: None,
         },
         dedupe_key: Some(*digest(uid)),
     }

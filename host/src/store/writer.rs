@@ -15,6 +15,7 @@ use logistis_api::{Event, EventId};
 use tokio::sync::oneshot;
 
 use super::record::{self, Objects, StoredPatch};
+use super::status::{StatusRecord, StatusUpdate};
 use super::{ASYNC_FLUSH_INTERVAL, Durability, Error, Result, Shared, keys, read_u64};
 use crate::admission::NewEvent;
 
@@ -40,6 +41,9 @@ pub(crate) struct Prepared {
     pub summary: Vec<u8>,
     pub objects: Option<Vec<u8>>,
     pub dedupe_key: Option<[u8; 32]>,
+    /// The event's first status (`pending`, or `observed` for a change the watch saw),
+    /// written beside it; `None` when it is not confirmed by a watch.
+    pub status: Option<StatusRecord>,
 }
 
 impl Prepared {
@@ -48,6 +52,11 @@ impl Prepared {
             mut event,
             dedupe_key,
         } = new_event;
+        // The status is mutable: it lives in its own keyspace, never in the summary.
+        let status = event.status.take().map(|status| StatusRecord {
+            status,
+            confirmation: event.confirmation.take(),
+        });
         let objects = Objects {
             object: event.object.take(),
             old_object: event.old_object.take(),
@@ -64,6 +73,7 @@ impl Prepared {
             objects: (!objects.is_empty()).then(|| record::encode_objects(&objects)),
             event,
             dedupe_key,
+            status,
         }
     }
 }
@@ -73,6 +83,8 @@ pub(crate) enum Command {
     /// Remove these events and their index entries (from retention).
     Delete(Vec<EventId>, Sender<Result<u64>>),
     SaveCursor(String, EventId, Sender<Result<()>>),
+    /// Change the status of events (from the confirmer), group-committed.
+    SetStatus(Vec<StatusUpdate>, oneshot::Sender<Result<()>>),
     Shutdown,
 }
 
@@ -144,6 +156,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut appends = Vec::new();
+            let mut statuses = Vec::new();
             let mut shutdown = false;
             let mut next = Some(first);
             while let Some(command) = next.take() {
@@ -155,12 +168,13 @@ impl Writer {
                     Command::SaveCursor(name, id, reply) => {
                         let _ = reply.send(self.save_cursor(&name, id));
                     }
+                    Command::SetStatus(updates, reply) => statuses.push((updates, reply)),
                     Command::Shutdown => {
                         shutdown = true;
                         break;
                     }
                 }
-                if appends.len() < MAX_GROUP {
+                if appends.len() + statuses.len() < MAX_GROUP {
                     next = commands.try_recv().ok();
                 }
             }
@@ -180,6 +194,9 @@ impl Writer {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.reload_counts();
                 }
+            }
+            if !statuses.is_empty() {
+                self.set_statuses(statuses);
             }
             if self.shared.settings.durability == Durability::Async {
                 self.background_flush(&mut last_flush);
@@ -325,6 +342,12 @@ impl Writer {
             batch.insert(&ks.dedupe, key.to_vec(), id_bytes.to_vec());
             in_batch.insert(*key, id);
         }
+        if let Some(status) = &prepared.status {
+            batch.insert(&ks.status, id_bytes.to_vec(), status.encode());
+            if status.status == logistis_api::Status::Pending {
+                batch.insert(&ks.pending, id_bytes.to_vec(), Vec::<u8>::new());
+            }
+        }
         Ok(Appended::Recorded(id))
     }
 
@@ -343,6 +366,8 @@ impl Writer {
             let (summary, dedupe) = record::decode_summary_keys(id, &value)?;
             batch.remove(&ks.events, id_bytes.to_vec());
             batch.remove(&ks.objects, id_bytes.to_vec());
+            batch.remove(&ks.status, id_bytes.to_vec());
+            batch.remove(&ks.pending, id_bytes.to_vec());
             for (keyspace, key) in index_keys(ks, &summary.resource, &summary.user.username, id) {
                 batch.remove(keyspace, key);
             }
@@ -386,6 +411,57 @@ impl Writer {
             .events_removed_by_retention
             .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
         Ok(removed)
+    }
+
+    /// Every status change queued together: one batch, one commit, one fsync (sync mode).
+    fn set_statuses(&mut self, groups: Vec<(Vec<StatusUpdate>, oneshot::Sender<Result<()>>)>) {
+        let shared = self.shared.clone();
+        let ks = &shared.ks;
+        let mut batch = self.shared.db.batch();
+        let outcome = (|| -> Result<()> {
+            for (updates, _) in &groups {
+                for update in updates {
+                    let id_bytes = update.id.to_be_bytes();
+                    // Retention may have removed the event meanwhile: no orphan status.
+                    if !ks.events.contains_key(id_bytes)? {
+                        continue;
+                    }
+                    match &update.record {
+                        Some(record) => {
+                            batch.insert(&ks.status, id_bytes.to_vec(), record.encode());
+                            if record.status == logistis_api::Status::Pending {
+                                batch.insert(&ks.pending, id_bytes.to_vec(), Vec::<u8>::new());
+                            } else {
+                                batch.remove(&ks.pending, id_bytes.to_vec());
+                            }
+                        }
+                        None => {
+                            batch.remove(&ks.status, id_bytes.to_vec());
+                            batch.remove(&ks.pending, id_bytes.to_vec());
+                        }
+                    }
+                }
+            }
+            batch.commit()?;
+            if self.shared.settings.durability == Durability::Sync {
+                self.shared.db.persist(PersistMode::SyncAll)?;
+            }
+            Ok(())
+        })();
+        self.dirty = true;
+        if let Err(error) = &outcome {
+            tracing::error!(error = %error, "committing status changes failed");
+            self.shared
+                .stats
+                .write_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        for (_, reply) in groups {
+            let _ = reply.send(match &outcome {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Error::Io(fjall::Error::Poisoned)),
+            });
+        }
     }
 
     fn save_cursor(&mut self, name: &str, id: EventId) -> Result<()> {

@@ -96,6 +96,12 @@ pub struct FilterArgs {
     #[arg(long, value_enum)]
     pub operation: Option<OperationArg>,
 
+    /// Only changes with this confirmation status (several separated by commas):
+    /// confirmed, pending, phantom (recorded, never happened), observed (seen by the
+    /// watch, no review)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub status: Vec<StatusArg>,
+
     /// At most this many changes (0: all).
     #[arg(long, default_value_t = DEFAULT_LIMIT)]
     pub limit: usize,
@@ -188,6 +194,26 @@ pub enum ColorChoice {
     Auto,
     Always,
     Never,
+}
+
+/// A confirmation status, for `--status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Pending,
+    Confirmed,
+    Phantom,
+    Observed,
+}
+
+impl StatusArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusArg::Pending => "pending",
+            StatusArg::Confirmed => "confirmed",
+            StatusArg::Phantom => "phantom",
+            StatusArg::Observed => "observed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

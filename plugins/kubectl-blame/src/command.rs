@@ -73,6 +73,14 @@ pub async fn run(cli: Cli) -> Result<()> {
     let mut events = EventQuery {
         user: cli.filter.user.clone(),
         operation: cli.filter.operation.map(|op| op.as_str().to_owned()),
+        status: (!cli.filter.status.is_empty()).then(|| {
+            cli.filter
+                .status
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
         since,
         until,
         limit: cli.filter.limit,
@@ -80,6 +88,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     let filtered = events.user.is_some()
         || events.operation.is_some()
+        || events.status.is_some()
         || events.since.is_some()
         || events.until.is_some();
 
@@ -234,6 +243,7 @@ async fn show_events(
 ) -> Result<()> {
     let filtered = query.user.is_some()
         || query.operation.is_some()
+        || query.status.is_some()
         || query.since.is_some()
         || query.until.is_some();
     if list.items.is_empty() {

@@ -23,6 +23,8 @@ pub struct EventQuery {
     pub name: Option<String>,
     pub user: Option<String>,
     pub operation: Option<String>,
+    /// Confirmation statuses, comma-separated (`confirmed,observed`).
+    pub status: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     /// 0: everything.
@@ -43,6 +45,7 @@ impl EventQuery {
             ("name", value(&self.name)),
             ("user", value(&self.user)),
             ("operation", value(&self.operation)),
+            ("status", value(&self.status)),
             ("since", value(&self.since)),
             ("until", value(&self.until)),
             ("limit", page_size.to_string()),

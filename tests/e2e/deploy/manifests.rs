@@ -177,14 +177,26 @@ fn allows(rule: &PolicyRule, method: &str, path: &str) -> bool {
             .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
 }
 
-/// The server's own RBAC: named objects only, nothing created, listed or watched.
+/// The server's own RBAC: named objects only, nothing created, listed or watched — except
+/// the read-only list/watch of confirmation (`deploy/confirm`), checked on its own.
 #[test]
 fn rbac_is_least_privilege() {
     let base = render(Variant::Base);
+    let confirm: ClusterRole = base.get("ClusterRole", "logistis-confirm");
+    let confirm_rules = confirm.rules.unwrap_or_default();
+    assert_eq!(confirm_rules.len(), 1, "{confirm_rules:?}");
+    assert_eq!(confirm_rules[0].verbs, ["list", "watch"], "read-only");
+    assert!(confirm_rules[0].resource_names.is_none());
+    assert!(confirm_rules[0].non_resource_urls.is_none());
+    let binding: ClusterRoleBinding = base.get("ClusterRoleBinding", "logistis-confirm");
+    assert_eq!(binding.role_ref.name, "logistis-confirm");
     for variant in [Variant::Base, Variant::CertManager] {
         let render = render(variant);
         for kind in ["Role", "ClusterRole"] {
             for object in render.of_kind(kind) {
+                if object["metadata"]["name"] == "logistis-confirm" {
+                    continue;
+                }
                 let rules: Vec<PolicyRule> =
                     serde_json::from_value(object["rules"].clone()).unwrap();
                 for rule in &rules {

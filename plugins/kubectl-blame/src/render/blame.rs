@@ -19,7 +19,14 @@ pub fn blame(answer: &Blame, renderer: &Renderer) -> String {
             (
                 line.version,
                 format!("v{}", line.version),
-                shorten(&line.user.username, MAX_USER_WIDTH),
+                // A change only the watch saw has no user: `?` (its manager is in -o json).
+                if line.user.username.is_empty()
+                    && line.status == Some(logistis_api::Status::Observed)
+                {
+                    "?".to_owned()
+                } else {
+                    shorten(&line.user.username, MAX_USER_WIDTH)
+                },
                 renderer.time(line.time),
             )
         })

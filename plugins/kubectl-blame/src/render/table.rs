@@ -3,7 +3,9 @@
 //! scripts see whole values.
 
 use comfy_table::{ContentArrangement, Table, presets};
-use logistis_api::{BisectAnswer, Event, FieldHistory, NamespaceList, Operation, VersionList};
+use logistis_api::{
+    BisectAnswer, Event, FieldHistory, NamespaceList, Operation, Status, VersionList,
+};
 
 use super::{Renderer, compact};
 
@@ -79,9 +81,13 @@ pub fn overview(list: &NamespaceList, renderer: &Renderer) -> String {
 }
 
 /// A list of changes: KEY, OPERATION, USER, TIME, PATCH (and NAMESPACE first when the list
-/// spans namespaces).
+/// spans namespaces, STATUS after OPERATION when the server confirms changes by watch).
 pub fn events(items: &[Event], show_namespace: bool, renderer: &Renderer) -> String {
+    let show_status = items.iter().any(|e| e.status.is_some());
     let mut header = vec!["KEY", "OPERATION", "USER", "TIME", "PATCH"];
+    if show_status {
+        header.insert(2, "STATUS");
+    }
     if show_namespace {
         header.insert(0, "NAMESPACE");
     }
@@ -90,16 +96,39 @@ pub fn events(items: &[Event], show_namespace: bool, renderer: &Renderer) -> Str
         let mut row = vec![
             event.resource.display_key(),
             event.operation.to_string(),
-            event.user.username.clone(),
+            user_cell(event),
             renderer.time(event.time),
             patch_summary(event).join("\n"),
         ];
+        if show_status {
+            row.insert(2, status_cell(event.status));
+        }
         if show_namespace {
             row.insert(0, namespace_label(&event.resource.namespace).to_owned());
         }
         out.add_row(row);
     }
     finish(&out)
+}
+
+/// The STATUS cell: the status name, `-` when the change has none (not confirmed by watch).
+pub fn status_cell(status: Option<Status>) -> String {
+    status.map_or_else(|| "-".to_owned(), |s| s.as_str().to_owned())
+}
+
+/// The USER cell: the username; for a change only the watch saw (no review, so no user),
+/// `?` and the field manager that last wrote the object, the best hint of who it was.
+pub fn user_cell(event: &Event) -> String {
+    if !event.user.username.is_empty() {
+        return event.user.username.clone();
+    }
+    match (&event.status, &event.observed_by) {
+        (Some(Status::Observed), Some(hint)) if !hint.manager.is_empty() => {
+            format!("? ({})", hint.manager)
+        }
+        (Some(Status::Observed), _) => "?".to_owned(),
+        _ => String::new(),
+    }
 }
 
 /// The PATCH cell: `op path value` per operation, or one word for what a patch cannot say.
@@ -166,19 +195,33 @@ fn connect_summary(event: &Event) -> String {
 /// `--versions`: VERSION, TIME, OPERATION, USER, CHANGES (GENERATION when re-created).
 pub fn versions(list: &VersionList, renderer: &Renderer) -> String {
     let show_generation = list.generations.len() > 1;
+    let show_status = list.items.iter().any(|v| v.status.is_some());
     let mut header = vec!["VERSION", "TIME", "OPERATION", "USER", "CHANGES"];
+    if show_status {
+        header.insert(3, "STATUS");
+    }
     if show_generation {
         header.insert(1, "GENERATION");
     }
     let mut out = table(renderer, &header);
     for version in &list.items {
+        let user = match (&version.status, version.user.username.as_str()) {
+            (Some(Status::Observed), "") => version
+                .field_manager
+                .as_ref()
+                .map_or_else(|| "?".to_owned(), |m| format!("? ({m})")),
+            (_, user) => user.to_owned(),
+        };
         let mut row = vec![
             version.version.to_string(),
             renderer.time(version.time),
             version.operation.to_string(),
-            version.user.username.clone(),
+            user,
             version.summary.clone(),
         ];
+        if show_status {
+            row.insert(3, status_cell(version.status));
+        }
         if show_generation {
             row.insert(1, version.generation.to_string());
         }
@@ -232,6 +275,38 @@ pub fn bisect(answer: &BisectAnswer, field: &str, renderer: &Renderer) -> String
 mod tests {
     use super::super::fixtures;
     use super::*;
+
+    #[test]
+    fn statuses_get_a_column_and_observed_changes_a_hinted_user() {
+        let mut list = fixtures::events();
+        let plain = events(&list.items, false, &fixtures::renderer(false));
+        assert!(
+            !plain.contains("STATUS"),
+            "no column without confirmation: {plain}"
+        );
+        list.items[0].status = Some(Status::Confirmed);
+        list.items[1].status = Some(Status::Phantom);
+        list.items[2].status = Some(Status::Observed);
+        list.items[2].user.username.clear();
+        list.items[2].observed_by = Some(logistis_api::ManagerHint {
+            manager: "hpa-controller".into(),
+            ..Default::default()
+        });
+        let text = events(&list.items, false, &fixtures::renderer(false));
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |column: &str| lines[0].find(column).unwrap();
+        assert!(
+            at("OPERATION") < at("STATUS") && at("STATUS") < at("USER"),
+            "{text}"
+        );
+        assert!(lines[1].contains("confirmed"), "{text}");
+        assert!(lines[2].contains("phantom"), "{text}");
+        assert!(
+            lines[3].contains("observed") && lines[3].contains("? (hpa-controller)"),
+            "{text}"
+        );
+        assert!(lines[4].contains(" - "), "a change without status: {text}");
+    }
 
     #[test]
     fn event_table_has_seed_columns_and_readable_patches() {
