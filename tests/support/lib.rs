@@ -6,6 +6,7 @@
 //! Child processes are killed when their [`Server`] is dropped, so a failing test never
 //! leaves a server behind.
 
+pub mod apiserver;
 pub mod plugins;
 
 use std::io::{BufRead, BufReader};
