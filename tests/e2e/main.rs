@@ -4,6 +4,7 @@
 //! One test binary, one module per area. Helpers are in `tests/support`.
 
 mod admission;
+mod apiserver;
 mod certs;
 mod cli;
 mod confirm;

@@ -6,6 +6,7 @@
 //! Child processes are killed when their [`Server`] is dropped, so a failing test never
 //! leaves a server behind.
 
+pub mod apiserver;
 pub mod plugins;
 
 /// The cluster side of the Kubernetes API stand-in (objects, list, watch, reviews posted to
@@ -71,16 +72,18 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     if !built.iter().any(|b| b == bin) {
         // `cargo test` builds only this package's dependencies, not other packages' binaries:
         // build (or confirm up to date) the one we need. Cargo releases its lock while tests run.
+        // With the whole workspace's features, as `scripts/test.sh` builds them: `-p {package}`
+        // (or `--bin {bin}`) unifies features differently and rebuilds wasmtime from scratch.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
-        command.args(["build", "--quiet", "-p", package, "--bin", bin]);
+        command.args(["build", "--quiet", "--workspace", "--bins"]);
         if target_dir().file_name().is_some_and(|p| p == "release") {
             command.arg("--release");
         }
         let status = command
             .current_dir(repo_root())
             .status()
-            .unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot run cargo to build {bin} ({package}): {e}"));
         assert!(
             status.success(),
             "building {bin} failed: see the cargo output above"
