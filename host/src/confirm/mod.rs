@@ -275,9 +275,9 @@ impl Confirmer {
         let mut started = Vec::new();
         for resource in found {
             let key = (resource.group.clone(), resource.plural.clone());
-            if !resources.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(entry) = resources.entry(key) {
                 let state = Arc::new(ResourceState::new(resource));
-                resources.insert(key, state.clone());
+                entry.insert(state.clone());
                 started.push(state);
             }
         }

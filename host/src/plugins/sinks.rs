@@ -218,6 +218,16 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
     }
 }
 
+/// The time span (seconds) between the cursor and the newest event: ids are microsecond
+/// timestamps, so this needs no extra read.
+pub fn lag_seconds(last: Option<EventId>, cursor: Option<EventId>) -> f64 {
+    match (last, cursor) {
+        (Some(last), Some(cursor)) if last > cursor => (last.0 - cursor.0) as f64 / 1e6,
+        // No cursor yet: a new sink on an empty log, nothing missed.
+        _ => 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeDelta, Utc};
@@ -261,15 +271,5 @@ mod tests {
         assert_eq!(ids(&settled(stale, Deliver::Confirmed, Utc::now()).0), [6]);
         let (out, _) = settled(log, Deliver::Recorded, Utc::now());
         assert_eq!(ids(&out), [1, 2, 3, 4, 5]);
-    }
-}
-
-/// The time span (seconds) between the cursor and the newest event: ids are microsecond
-/// timestamps, so this needs no extra read.
-pub fn lag_seconds(last: Option<EventId>, cursor: Option<EventId>) -> f64 {
-    match (last, cursor) {
-        (Some(last), Some(cursor)) if last > cursor => (last.0 - cursor.0) as f64 / 1e6,
-        // No cursor yet: a new sink on an empty log, nothing missed.
-        _ => 0.0,
     }
 }
