@@ -8,6 +8,7 @@ mod certs;
 mod cli;
 mod deploy;
 mod durability;
+mod faults;
 mod history;
 mod plugins;
 mod query;
