@@ -15,6 +15,10 @@ pub struct PluginList {
     /// The last load attempt, successful or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload: Option<ReloadStatus>,
+    /// Set while the last good set (kept in the data dir) runs because the mounted set was
+    /// broken at startup: why, and since when it was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// `predicate` (admission path) or `sink` (durable log).

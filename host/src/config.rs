@@ -26,6 +26,10 @@ pub const DEFAULT_RETENTION: &str = "30d";
 /// The API server sends at most ~3 MiB objects (etcd's limit is 1.5 MiB per object, and a
 /// review carries two); 16 MiB leaves room without letting one request exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// Review bodies held at once: ~18 reviews as large as the API server sends (an object
+/// and its old object at etcd's 1.5 MiB each, plus the envelope), or 4 at --max-body-size,
+/// so that parsing them stays well inside the pod's 1 GiB limit.
+pub const DEFAULT_INFLIGHT_BODY_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_CERT_SECRET: &str = "logistis-tls";
 pub const DEFAULT_SERVICE: &str = "logistis";
 pub const DEFAULT_WEBHOOK_CONFIGURATION: &str = "logistis";
@@ -156,6 +160,37 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGISTIS_PLUGINS_CACHE_DIR", value_name = "DIR")]
     pub plugins_cache_dir: Option<PathBuf>,
 
+    /// Longest a review's predicate chain may take from the review's arrival; past it the
+    /// plugin set's top-level on-error decides. Keep it below the webhook's timeoutSeconds
+    /// (2 s in the shipped manifests) minus the time to store and answer [default: 1500ms]
+    #[arg(long, env = "LOGISTIS_PLUGIN_CHAIN_TIMEOUT", value_name = "DURATION")]
+    pub plugin_chain_timeout: Option<String>,
+
+    /// Linear memory all plugin instances may hold together (e.g. 512Mi); a growth or a new
+    /// instance past it fails that call [default: half the container's memory limit, else
+    /// 512Mi]
+    #[arg(long, env = "LOGISTIS_PLUGIN_MEMORY_BUDGET", value_name = "BYTES")]
+    pub plugin_memory_budget: Option<String>,
+
+    /// Open connections per listener; past it new connections are closed at once
+    /// [default: 1024]
+    #[arg(long, env = "LOGISTIS_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// A new connection must send its first request, and an HTTP/1.1 request its whole head,
+    /// within this [default: 10s]
+    #[arg(long, env = "LOGISTIS_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+
+    /// A connection silent both ways for this long is closed [default: 90s]
+    #[arg(long, env = "LOGISTIS_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// Bytes of review bodies the webhook holds at once, across all requests; a review that
+    /// does not fit waits (up to 1 s) and is then answered 503 [default: 64Mi]
+    #[arg(long, env = "LOGISTIS_MAX_INFLIGHT_BODIES", value_name = "BYTES")]
+    pub max_inflight_bodies: Option<String>,
+
     /// Log format [default: text]
     #[arg(long, env = "LOGISTIS_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -233,6 +268,10 @@ pub struct Settings {
     pub answer_only: bool,
     /// `--confirm`: the watch against the cluster, when on.
     pub confirm: Option<ConfirmSettings>,
+    /// Timeouts and cap of open connections, the same on both listeners.
+    pub connections: crate::http::serve::ConnectionLimits,
+    /// Bytes of review bodies held at once by the webhook.
+    pub inflight_body_bytes: usize,
 }
 
 /// A setting that cannot be used; the message names the flag and the fix.
@@ -286,6 +325,12 @@ impl ServeArgs {
             max_body_size: self.max_body_size.or(file.max_body_size),
             plugins_dir: self.plugins_dir.or(file.plugins_dir),
             plugins_cache_dir: self.plugins_cache_dir.or(file.plugins_cache_dir),
+            plugin_chain_timeout: self.plugin_chain_timeout.or(file.plugin_chain_timeout),
+            plugin_memory_budget: self.plugin_memory_budget.or(file.plugin_memory_budget),
+            max_connections: self.max_connections.or(file.max_connections),
+            header_read_timeout: self.header_read_timeout.or(file.header_read_timeout),
+            idle_timeout: self.idle_timeout.or(file.idle_timeout),
+            max_inflight_bodies: self.max_inflight_bodies.or(file.max_inflight_bodies),
             log_format: self.log_format.or(file.log_format),
             answer_only: self.answer_only || file.answer_only,
             confirm: self.confirm || file.confirm,
@@ -405,6 +450,61 @@ impl ServeArgs {
                 dir.display()
             )));
         }
+        let chain_timeout = match self.plugin_chain_timeout.as_deref() {
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| (Duration::from_millis(10)..=Duration::from_secs(30)).contains(d))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--plugin-chain-timeout {text:?}: expected a duration between 10ms and 30s, e.g. 1500ms"
+                    ))
+                })?,
+            None => crate::plugins::DEFAULT_CHAIN_TIMEOUT,
+        };
+        let memory_budget_bytes = match self.plugin_memory_budget.as_deref() {
+            Some(text) => parse_bytes("--plugin-memory-budget", text)?,
+            None => crate::plugins::budget::default_budget_bytes(),
+        };
+        if memory_budget_bytes < 1 << 20 {
+            return Err(invalid("--plugin-memory-budget must be at least 1Mi"));
+        }
+        let timeout = |flag: &str, text: Option<&str>, default: Duration| match text {
+            Some(text) => humantime::parse_duration(text)
+                .ok()
+                .filter(|d| (Duration::from_millis(100)..=Duration::from_secs(3600)).contains(d))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{flag} {text:?}: expected a duration between 100ms and 1h, e.g. 10s"
+                    ))
+                }),
+            None => Ok(default),
+        };
+        let connections = crate::http::serve::ConnectionLimits {
+            header_read_timeout: timeout(
+                "--header-read-timeout",
+                self.header_read_timeout.as_deref(),
+                crate::http::serve::DEFAULT_HEADER_READ_TIMEOUT,
+            )?,
+            idle_timeout: timeout(
+                "--idle-timeout",
+                self.idle_timeout.as_deref(),
+                crate::http::serve::DEFAULT_IDLE_TIMEOUT,
+            )?,
+            max_connections: match self.max_connections {
+                Some(0) => return Err(invalid("--max-connections must be at least 1")),
+                Some(n) => n,
+                None => crate::http::serve::DEFAULT_MAX_CONNECTIONS,
+            },
+        };
+        let inflight_body_bytes = match self.max_inflight_bodies.as_deref() {
+            Some(text) => parse_bytes("--max-inflight-bodies", text)?,
+            None => DEFAULT_INFLIGHT_BODY_BYTES,
+        };
+        if inflight_body_bytes < max_body_bytes {
+            return Err(invalid(
+                "--max-inflight-bodies must be at least --max-body-size (one review must fit)",
+            ));
+        }
         if let Some(dir) = &self.plugins_cache_dir
             && dir.exists()
             && !dir.is_dir()
@@ -445,11 +545,16 @@ impl ServeArgs {
                     self.plugins_cache_dir
                         .unwrap_or_else(|| data_dir.join("plugin-cache")),
                 ),
+                chain_timeout,
+                memory_budget_bytes,
+                last_good_dir: Some(data_dir.join("plugins-last-good")),
                 ..PluginSettings::default()
             },
             log_format: self.log_format.unwrap_or_default(),
             answer_only: self.answer_only,
             confirm,
+            connections,
+            inflight_body_bytes: usize::try_from(inflight_body_bytes).unwrap_or(usize::MAX),
         })
     }
 

@@ -22,6 +22,8 @@ pub enum ReviewOutcome {
     Noise,
     SkippedByPlugin,
     StoreError,
+    /// Past a limit on what is stored ([`crate::admission::limits`]): not stored.
+    OverLimits,
     AnswerOnly,
     BadRequest,
 }
@@ -35,6 +37,7 @@ impl ReviewOutcome {
             ReviewOutcome::Noise => "noise",
             ReviewOutcome::SkippedByPlugin => "skipped_by_plugin",
             ReviewOutcome::StoreError => "store_error",
+            ReviewOutcome::OverLimits => "over_limits",
             ReviewOutcome::AnswerOnly => "answer_only",
             ReviewOutcome::BadRequest => "bad_request",
         }

@@ -88,6 +88,8 @@ pub async fn run(
     };
     let mut metrics = Metrics::new();
     plugins.register_metrics(metrics.registry_mut());
+    let connection_metrics = http::serve::ConnectionMetrics::default();
+    connection_metrics.register(metrics.registry_mut());
     if let Some(manager) = &cert_manager {
         manager.register_metrics(metrics.registry_mut());
     }
@@ -97,16 +99,21 @@ pub async fn run(
         confirmer
     });
 
+    let admission = Arc::new(AdmissionContext {
+        policy: settings.policy,
+        redactor: Redactor::new(key),
+        kinds: KindTable::default(),
+    });
+    metrics
+        .registry_mut()
+        .register_collector(Box::new(http::webhook::KindsCollector(admission.clone())));
     let state = AppState {
         store: store.clone(),
         plugins: Arc::new(plugins),
         metrics: Arc::new(metrics),
-        admission: Arc::new(AdmissionContext {
-            policy: settings.policy,
-            redactor: Redactor::new(key),
-            kinds: KindTable::default(),
-        }),
+        admission,
         max_body_bytes: settings.max_body_bytes,
+        body_budget: Arc::new(http::webhook::BodyBudget::new(settings.inflight_body_bytes)),
         answer_only: settings.answer_only,
         confirm: confirmer.clone(),
     };
@@ -158,6 +165,8 @@ pub async fn run(
         webhook_listener,
         http::webhook_router(state.clone()),
         Some(tls_config),
+        settings.connections,
+        connection_metrics.clone(),
         shutdown.clone(),
     ));
     let query = tokio::spawn(http::serve::serve(
@@ -165,6 +174,8 @@ pub async fn run(
         query_listener,
         http::query_router(state.clone()),
         query_tls,
+        settings.connections,
+        connection_metrics,
         shutdown.clone(),
     ));
     let _ = webhook.await;

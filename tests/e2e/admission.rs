@@ -200,7 +200,7 @@ async fn every_real_review_is_answered_and_stored() {
 }
 
 /// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -216,7 +216,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-fn occurrences(files: &[std::path::PathBuf], needle: &str) -> Vec<String> {
+pub(crate) fn occurrences(files: &[std::path::PathBuf], needle: &str) -> Vec<String> {
     files
         .iter()
         .filter(|path| {

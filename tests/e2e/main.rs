@@ -10,6 +10,7 @@ mod cli;
 mod confirm;
 mod deploy;
 mod durability;
+mod faults;
 mod history;
 mod plugins;
 mod query;

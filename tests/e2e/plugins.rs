@@ -248,15 +248,15 @@ predicates:
 }
 
 /// A tiny HTTP/1.1 receiver: records each POST body, answers 503 while `down`.
-struct Receiver {
-    port: u16,
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
     bodies: Arc<Mutex<Vec<Value>>>,
-    attempts: Arc<std::sync::atomic::AtomicU64>,
-    down: Arc<AtomicBool>,
+    pub(crate) attempts: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) down: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    async fn start(down: bool) -> Receiver {
+    pub(crate) async fn start(down: bool) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -319,7 +319,7 @@ impl Receiver {
         }
     }
 
-    async fn delivered_uids(&self) -> Vec<String> {
+    pub(crate) async fn delivered_uids(&self) -> Vec<String> {
         let bodies = self.bodies.lock().await;
         bodies
             .iter()
@@ -330,7 +330,7 @@ impl Receiver {
 }
 
 /// Poll `check` every 50 ms for up to 60 s: waiting on a condition, not sleeping a guess.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

@@ -6,6 +6,7 @@
 //! ([`noise`]) into an RFC 6902 patch. An UPDATE whose diff is empty is noise, not a change.
 
 pub mod kinds;
+pub mod limits;
 pub mod noise;
 pub mod redact;
 pub mod review;
@@ -75,6 +76,10 @@ pub fn build_event(
     if redact::is_secret(
         &resource.group,
         &resource.kind,
+        request
+            .resource
+            .as_ref()
+            .map_or(("", ""), |r| (r.group.as_str(), r.resource.as_str())),
         object.as_ref().or(old_object.as_ref()),
     ) {
         for object in [&mut object, &mut old_object].into_iter().flatten() {

@@ -1,6 +1,8 @@
-//! Secret redaction: every value under a Secret's `data` and `stringData` (and the same values
-//! inside the `kubectl.kubernetes.io/last-applied-configuration` annotation) becomes a keyed
-//! hash, so "did it change?" stays answerable and the value is never stored.
+//! Secret redaction: every value under a Secret's `data` and `stringData`, every annotation
+//! value but a few known-harmless ones (some platforms keep tokens there, e.g.
+//! `openshift.io/token-secret.value`), and the same values inside the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation become a keyed hash, so
+//! "did it change?" stays answerable and the value is never stored.
 //!
 //! The key is per installation (a file in the data dir), so hashes cannot be compared across
 //! clusters or brute-forced from a public rainbow table of common passwords.
@@ -13,6 +15,19 @@ use sha2::Sha256;
 
 /// The annotation `kubectl apply` writes with the whole applied manifest in it.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Secret annotations kept in clear: names and uids written by Kubernetes, Helm and
+/// cert-manager, which identify the Secret's owner and hold no secret.
+pub const HARMLESS_ANNOTATIONS: &[&str] = &[
+    "kubernetes.io/service-account.name",
+    "kubernetes.io/service-account.uid",
+    "meta.helm.sh/release-name",
+    "meta.helm.sh/release-namespace",
+    "cert-manager.io/certificate-name",
+    "cert-manager.io/issuer-name",
+    "cert-manager.io/issuer-kind",
+    "cert-manager.io/issuer-group",
+];
 
 /// Every redacted value starts with this, so readers can tell a hash from a value.
 pub const REDACTED_PREFIX: &str = "hmac-sha256:";
@@ -64,9 +79,11 @@ impl Redactor {
         }
     }
 
-    /// Redact one Secret object in place (`data`, `stringData`, last-applied annotation).
+    /// Redact one Secret object in place (`data`, `stringData`, annotations, last-applied
+    /// annotation).
     pub fn redact_secret(&self, object: &mut Value) {
         self.redact_secret_fields(object);
+        self.redact_annotations(object);
         let Some(annotation) = object
             .pointer_mut("/metadata/annotations")
             .and_then(Value::as_object_mut)
@@ -77,12 +94,29 @@ impl Redactor {
         let replacement = match annotation.as_str().map(serde_json::from_str::<Value>) {
             Some(Ok(mut applied)) if applied.is_object() => {
                 self.redact_secret_fields(&mut applied);
+                self.redact_annotations(&mut applied);
                 Value::String(applied.to_string())
             }
             // Not JSON we understand: the whole annotation may hold values, so hash all of it.
             Some(_) | None => Value::String(self.hash(annotation.to_string().as_bytes())),
         };
         *annotation = replacement;
+    }
+
+    /// Every annotation value but last-applied (redacted field by field) and the harmless ones.
+    fn redact_annotations(&self, object: &mut Value) {
+        let Some(annotations) = object
+            .pointer_mut("/metadata/annotations")
+            .and_then(Value::as_object_mut)
+        else {
+            return;
+        };
+        for (key, value) in annotations.iter_mut() {
+            if key == LAST_APPLIED || HARMLESS_ANNOTATIONS.contains(&key.as_str()) {
+                continue;
+            }
+            *value = self.hash_string_data_value(value);
+        }
     }
 
     fn redact_secret_fields(&self, object: &mut Value) {
@@ -107,14 +141,26 @@ impl Redactor {
     }
 }
 
-/// A core `v1` Secret (by the request's kind or the object's own `apiVersion`/`kind`).
-pub fn is_secret(group: &str, kind: &str, object: Option<&Value>) -> bool {
-    if group.is_empty() && kind == "Secret" {
+/// A core `v1` Secret: by the request's kind or resource (`secrets`), or by the object's own
+/// `apiVersion`/`kind`, all case-insensitively. Erring towards "Secret" costs a hash; the
+/// other way costs a leak.
+/// `resource` is the request's `(group, resource)`.
+pub fn is_secret(group: &str, kind: &str, resource: (&str, &str), object: Option<&Value>) -> bool {
+    if group.is_empty() && kind.eq_ignore_ascii_case("Secret") {
+        return true;
+    }
+    if resource.0.is_empty() && resource.1.eq_ignore_ascii_case("secrets") {
         return true;
     }
     object.is_some_and(|object| {
-        object.get("kind").and_then(Value::as_str) == Some("Secret")
-            && object.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        object
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|kind| kind.eq_ignore_ascii_case("Secret"))
+            && object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .is_some_and(|version| version.eq_ignore_ascii_case("v1"))
     })
 }
 
@@ -151,7 +197,35 @@ mod tests {
             .unwrap();
         let applied: Value = serde_json::from_str(annotation).unwrap();
         assert_eq!(applied["data"]["password"], password);
-        assert_eq!(secret["metadata"]["annotations"]["team"], "a");
+        assert_ne!(secret["metadata"]["annotations"]["team"], "a");
+    }
+
+    #[test]
+    fn every_annotation_value_is_hashed_but_the_harmless_ones() {
+        let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "t",
+            "annotations": {"openshift.io/token-secret.value": "sha256~applied-token"}}});
+        let mut secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "t", "annotations": {
+                "openshift.io/token-secret.value": "sha256~live-token",
+                "kubernetes.io/service-account.name": "builder",
+                "example.com/note": {"nested": "not-a-string-secret"},
+                LAST_APPLIED: applied.to_string(),
+            }},
+        });
+        redactor().redact_secret(&mut secret);
+        let text = secret.to_string();
+        for plaintext in ["live-token", "applied-token", "not-a-string-secret"] {
+            assert!(!text.contains(plaintext), "{plaintext} leaked in {text}");
+        }
+        let annotations = &secret["metadata"]["annotations"];
+        assert!(
+            annotations["openshift.io/token-secret.value"]
+                .as_str()
+                .unwrap()
+                .starts_with(REDACTED_PREFIX)
+        );
+        assert_eq!(annotations["kubernetes.io/service-account.name"], "builder");
     }
 
     #[test]
@@ -176,17 +250,40 @@ mod tests {
 
     #[test]
     fn recognises_secrets() {
-        assert!(is_secret("", "Secret", None));
-        assert!(!is_secret("example.com", "Secret", None));
+        assert!(is_secret("", "Secret", ("", "secrets"), None));
+        assert!(!is_secret(
+            "example.com",
+            "Secret",
+            ("example.com", "secrets"),
+            None
+        ));
         assert!(is_secret(
             "",
             "",
+            ("", ""),
             Some(&json!({"apiVersion": "v1", "kind": "Secret"}))
         ));
         assert!(!is_secret(
             "",
             "ConfigMap",
+            ("", "configmaps"),
             Some(&json!({"kind": "ConfigMap"}))
+        ));
+        // By resource alone, and whatever the spelling of the kind.
+        assert!(is_secret(
+            "",
+            "",
+            ("", "secrets"),
+            Some(&json!({"data": {}}))
+        ));
+        assert!(is_secret("", "secret", ("", ""), None));
+        assert!(is_secret("", "SECRET", ("", ""), None));
+        assert!(is_secret("apps", "Sekret", ("", "Secrets"), None));
+        assert!(is_secret(
+            "",
+            "",
+            ("", ""),
+            Some(&json!({"apiVersion": "v1", "kind": "secret"}))
         ));
     }
 }

@@ -252,7 +252,12 @@ fn forbidden(error: &watcher::Error) -> bool {
 
 /// Redact a Secret before anything looks at it, exactly as admission does.
 fn redacted(context: &Context, resource: &ApiResource, mut object: Value) -> Value {
-    if redact::is_secret(&resource.group, &resource.kind, Some(&object)) {
+    if redact::is_secret(
+        &resource.group,
+        &resource.kind,
+        (&resource.group, &resource.plural),
+        Some(&object),
+    ) {
         context.redactor.redact_secret(&mut object);
     }
     object

@@ -8,10 +8,12 @@
 //! - [`diff`]: RFC 6902 patch and unified YAML diff between two versions.
 //! - [`field`]: the changes of one field, and bisect.
 //! - [`blame`]: the newest version as YAML lines, each with the change that last set it.
+//! - [`interrupt`]: giving up on an answer nobody waits for any more.
 
 pub mod blame;
 pub mod diff;
 pub mod field;
+pub mod interrupt;
 pub mod path;
 pub mod versions;
 
@@ -38,6 +40,9 @@ pub enum Error {
     },
     #[error("cannot encode a patch")]
     Json(#[source] serde_json::Error),
+    /// The client went away or the query's time budget ran out.
+    #[error("stopped: the answer took too long or is no longer wanted")]
+    Stopped,
 }
 
 /// Events for unit tests: the shapes the admission layer stores.

@@ -10,7 +10,7 @@ mod health;
 mod objects;
 mod query;
 pub mod serve;
-mod webhook;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub admission: Arc<AdmissionContext>,
     pub max_body_bytes: usize,
+    /// Review bodies held at once by the webhook.
+    pub body_budget: Arc<webhook::BodyBudget>,
     /// Benchmark mode: answer every review without recording it.
     pub answer_only: bool,
     /// `--confirm`: marks recorded changes of watched resources `pending`.
@@ -56,6 +58,7 @@ pub fn webhook_router(state: AppState) -> Router {
         .route("/validate", post(webhook::validate))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -71,6 +74,7 @@ pub fn query_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
+        .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), time_queries))
         .with_state(state)
 }

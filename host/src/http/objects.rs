@@ -109,6 +109,7 @@ impl From<history::Error> for ApiError {
             }
             Error::InvalidPath(_) => ApiError::bad_request(error.to_string()),
             Error::Yaml { .. } | Error::Json(_) => ApiError::internal(error),
+            Error::Stopped => ApiError::Unavailable(super::error::over_budget()),
         }
     }
 }

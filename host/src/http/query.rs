@@ -43,15 +43,33 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: Option<&str>) -> Resul
         .map_err(|error| ApiError::bad_request(format!("invalid query parameters: {error}")))
 }
 
-/// `2h`, `30m`, `7d` (that long ago) or an RFC 3339 time.
+/// The earliest time a query may name: event ids are microseconds since 1970, so nothing
+/// is older, and every later time converts to an id without overflow.
+fn earliest() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
+/// `2h`, `30m`, `7d` (that long ago) or an RFC 3339 time, from 1970 to the year 9999.
 pub fn parse_time(param: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    let out_of_range = || {
+        ApiError::bad_request(format!(
+            "{param}={text:?}: out of range (from 1970-01-01T00:00:00Z, durations up to the time since then)"
+        ))
+    };
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Ok(time.with_timezone(&Utc));
+        let time = time.with_timezone(&Utc);
+        if time < earliest() {
+            return Err(out_of_range());
+        }
+        return Ok(time);
     }
     if let Ok(duration) = humantime::parse_duration(text) {
-        let duration = chrono::Duration::from_std(duration)
-            .map_err(|_| ApiError::bad_request(format!("{param}={text}: duration too large")))?;
-        return Ok(now - duration);
+        // `now - duration` panics on overflow (`since=1000000years`): check first.
+        return chrono::Duration::from_std(duration)
+            .ok()
+            .and_then(|duration| now.checked_sub_signed(duration))
+            .filter(|time| *time >= earliest())
+            .ok_or_else(out_of_range);
     }
     Err(ApiError::bad_request(format!(
         "{param}={text:?}: expected an RFC 3339 time (2026-01-02T15:04:05Z) or a duration (2h, 30m, 7d)"
@@ -218,5 +236,19 @@ mod tests {
             DateTime::parse_from_rfc3339("2025-12-31T23:00:00Z").unwrap()
         );
         assert!(parse_time("since", "yesterday", now).is_err());
+        // Past what chrono can subtract (it used to panic the handler), or before 1970.
+        for text in [
+            "1000000years",
+            "300000years",
+            "100years",
+            "1969-12-31T23:59:59Z",
+        ] {
+            let error = parse_time("since", text, now).unwrap_err();
+            assert!(
+                matches!(&error, ApiError::BadRequest(m) if m.contains("out of range")),
+                "{text}: {error:?}"
+            );
+        }
+        assert!(parse_time("until", "9999-12-31T23:59:59Z", now).is_ok());
     }
 }

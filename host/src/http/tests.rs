@@ -21,6 +21,7 @@ fn state(dir: &std::path::Path) -> AppState {
             kinds: KindTable::default(),
         }),
         max_body_bytes: 64 * 1024,
+        body_budget: Arc::new(super::webhook::BodyBudget::new(256 * 1024)),
         answer_only: false,
         confirm: None,
     }

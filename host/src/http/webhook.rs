@@ -5,7 +5,8 @@
 //! still `allowed: true`: Logistis records, it never blocks the cluster. Only a body that is
 //! not a review gets a 4xx.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
@@ -13,6 +14,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::AppState;
@@ -21,10 +24,11 @@ use crate::admission::{self, AdmissionResponseReview, Outcome, review};
 use crate::metrics::ReviewOutcome;
 use crate::plugins::Decision;
 use crate::store::Appended;
+use logistis_api::plugins::OnError;
 
 pub async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    match handle(&state, &headers, body).await {
+    match handle(&state, &headers, body, started).await {
         Ok((answer, outcome)) => {
             state
                 .metrics
@@ -56,11 +60,50 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Bytes of review bodies held at once, across all requests (in KiB permits): 64 clients
+/// posting 15 MiB each would otherwise take the pod gigabytes past its limit.
+#[derive(Debug)]
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    limit_bytes: usize,
+}
+
+/// How long a review waits for room in the budget before it is answered 503.
+const BODY_BUDGET_WAIT: Duration = Duration::from_secs(1);
+
+impl BodyBudget {
+    pub fn new(limit_bytes: usize) -> BodyBudget {
+        let kib = limit_bytes.div_ceil(1024).min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            permits: Arc::new(Semaphore::new(kib)),
+            limit_bytes,
+        }
+    }
+
+    /// Room for `bytes` more, waiting until `deadline`.
+    async fn reserve(
+        &self,
+        bytes: usize,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let acquire = self.permits.clone().acquire_many_owned(kib);
+        match tokio::time::timeout_at(deadline, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::Unavailable(format!(
+                "too many large reviews in flight (the webhook holds at most {} bytes of bodies, --max-inflight-bodies): retry",
+                self.limit_bytes
+            ))),
+        }
+    }
+}
+
+/// The body, and its reservation in the budget (held until the review is answered).
 async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<axum::body::Bytes, ApiError> {
+) -> Result<(axum::body::Bytes, OwnedSemaphorePermit), ApiError> {
     let limit = state.max_body_bytes;
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
@@ -74,23 +117,42 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        let inner = error.into_inner();
-        if inner.is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
-            ApiError::bad_request(format!("cannot read the request body: {inner}"))
+    let deadline = tokio::time::Instant::now() + BODY_BUDGET_WAIT;
+    let budget = &state.body_budget;
+    // A declared length is reserved at once; a streamed body frame by frame.
+    let mut reserved = budget.reserve(declared.unwrap_or(0), deadline).await?;
+    let mut room = declared.unwrap_or(0).div_ceil(1024) * 1024;
+    let mut body = body;
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::bad_request(format!("cannot read the request body: {error}"))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if bytes.len() + data.len() > limit {
+            return Err(too_large());
         }
-    })
+        if bytes.len() + data.len() > room {
+            let more = bytes.len() + data.len() - room;
+            let permit = budget.reserve(more, deadline).await?;
+            room += permit.num_permits() * 1024;
+            reserved.merge(permit);
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok((bytes.into(), reserved))
 }
 
 async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    started: Instant,
 ) -> Result<(AdmissionResponseReview, ReviewOutcome), ApiError> {
     check_content_type(headers)?;
-    let bytes = read_body(state, headers, body).await?;
+    let (bytes, _reserved) = read_body(state, headers, body).await?;
     let (api_version, request) = review::parse(&bytes)
         .map_err(|error| ApiError::bad_request(crate::telemetry::chain(&error)))?;
     let answer = AdmissionResponseReview::allow(&api_version, &request.uid);
@@ -102,14 +164,27 @@ async fn handle(
         uid = %request.uid,
         operation = %request.operation,
         kind = request.kind.as_ref().map_or("", |k| k.kind.as_str()),
-        namespace = request.namespace.as_deref().unwrap_or(""),
-        name = request.name.as_deref().unwrap_or(""),
+        namespace = clip(request.namespace.as_deref().unwrap_or("")),
+        name = clip(request.name.as_deref().unwrap_or("")),
     );
-    let outcome = record(state, request).instrument(span).await;
+    let outcome = record(state, request, started).instrument(span).await;
     Ok((answer, outcome))
 }
 
-async fn record(state: &AppState, request: review::AdmissionRequest) -> ReviewOutcome {
+/// At most 256 bytes of a field for a log line (a hostile review may carry 64 KiB names).
+fn clip(text: &str) -> &str {
+    let mut end = text.len().min(256);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+async fn record(
+    state: &AppState,
+    request: review::AdmissionRequest,
+    started: Instant,
+) -> ReviewOutcome {
     // Microsecond precision, like the event ids (and what the JSON shows).
     let now = Utc::now();
     let now = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
@@ -128,22 +203,46 @@ async fn record(state: &AppState, request: review::AdmissionRequest) -> ReviewOu
             return ReviewOutcome::Noise;
         }
     };
+    if let Err(exceeded) = admission::limits::check(&new_event.event) {
+        // Not stored: everything stored must be readable by every client (see limits).
+        tracing::warn!(reason = %exceeded, "the review is past a limit on what is stored: not recorded");
+        return ReviewOutcome::OverLimits;
+    }
     let new_event = if state.plugins.has_predicates() {
+        // The chain's ceiling counts from the review's arrival. The chain stops itself
+        // there; the timeout below also covers a chain that never got a thread in time.
+        let ceiling = started + state.plugins.chain_timeout();
         let plugins = state.plugins.clone();
-        let evaluated = tokio::task::spawn_blocking(move || {
-            let decision = plugins.evaluate(&new_event.event);
-            (decision, new_event)
-        })
+        // Converted here, once, so the event itself stays with this task whatever the
+        // chain does.
+        let wit = crate::plugins::bindings::to_wit(&new_event.event, None);
+        let evaluated = tokio::time::timeout_at(
+            ceiling.into(),
+            tokio::task::spawn_blocking(move || plugins.evaluate(&wit, ceiling)),
+        )
         .await;
-        match evaluated {
-            Ok((Decision::Capture, new_event)) => new_event,
-            Ok((Decision::Skip { plugin }, _)) => {
+        let decision = match evaluated {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the predicate chain panicked: event not recorded");
+                return ReviewOutcome::StoreError;
+            }
+            Err(_) => state.plugins.ceiling_decision(),
+        };
+        match decision {
+            Decision::Capture
+            | Decision::Ceiling {
+                verdict: OnError::Capture,
+            } => new_event,
+            Decision::Skip { plugin } => {
                 tracing::debug!(plugin, "skipped by a capture predicate");
                 return ReviewOutcome::SkippedByPlugin;
             }
-            Err(error) => {
-                tracing::error!(%error, "the predicate chain panicked: event not recorded");
-                return ReviewOutcome::StoreError;
+            Decision::Ceiling {
+                verdict: OnError::Skip,
+            } => {
+                tracing::debug!("the predicate chain reached its ceiling; its on-error is skip");
+                return ReviewOutcome::SkippedByPlugin;
             }
         }
     } else {
@@ -170,5 +269,36 @@ async fn record(state: &AppState, request: review::AdmissionRequest) -> ReviewOu
             tracing::error!("the store writer stopped: event not recorded");
             ReviewOutcome::StoreError
         }
+    }
+}
+
+/// `logistis_admission_learned_kinds` and `…_forgotten_kinds_total`, read at scrape time.
+#[derive(Debug)]
+pub struct KindsCollector(pub Arc<super::AdmissionContext>);
+
+impl prometheus_client::collector::Collector for KindsCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let kinds = &self.0.kinds;
+        let learned = ConstGauge::new(i64::try_from(kinds.learned()).unwrap_or(i64::MAX));
+        learned.encode(encoder.encode_descriptor(
+            "admission_learned_kinds",
+            "(group, resource) → Kind pairs learned from reviews (bounded)",
+            None,
+            learned.metric_type(),
+        )?)?;
+        let forgotten = ConstCounter::new(kinds.forgotten());
+        forgotten.encode(encoder.encode_descriptor(
+            "admission_forgotten_kinds",
+            "Learned pairs forgotten to stay within the bound",
+            None,
+            forgotten.metric_type(),
+        )?)?;
+        Ok(())
     }
 }

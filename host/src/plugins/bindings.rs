@@ -7,13 +7,15 @@
 //! `wasi:http` at all.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logistis_api::Event;
 use wasmtime::component::{HasData, ResourceTable};
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::budget::MemoryBudget;
 
 /// Bindings of the `predicate` world.
 pub mod predicate {
@@ -45,12 +47,14 @@ pub struct StoreState {
     http: WasiHttpCtx,
     hooks: AllowList,
     pub(crate) limits: Limits,
+    pub(crate) clock: CallClock,
 }
 
 impl StoreState {
     pub fn new(
         plugin: Arc<str>,
         memory_bytes: u64,
+        budget: Arc<MemoryBudget>,
         allowed_hosts: Arc<[String]>,
         http_timeout: Duration,
         capture: Option<CapturedRequests>,
@@ -68,10 +72,64 @@ impl StoreState {
             },
             limits: Limits {
                 memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
-                exceeded: false,
+                budget,
+                charged: 0,
+                exceeded: None,
                 high_water: 0,
             },
+            clock: CallClock::default(),
         }
+    }
+}
+
+/// Which time limit ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// The plugin's own deadline, in ticks of running time.
+    Cpu,
+    /// The wall-clock limit: the review's ceiling for a predicate, the delivery deadline
+    /// for a sink.
+    Wall,
+}
+
+/// The limits of the call in progress, checked on every epoch tick (1 ms) while guest code
+/// runs; a call shorter than a tick is never interrupted to look.
+///
+/// The deadline is counted in ticks *the call was running for*: the callback fires once
+/// per tick while the guest runs, and a thread that was descheduled for 50 ticks sees one
+/// callback when it resumes, not 50 (the next deadline is one tick from the current
+/// epoch). So a predicate waiting for a core while a neighbour loops is not charged for
+/// the wait; the wall-clock limit still bounds the whole call.
+#[derive(Debug, Clone, Default)]
+pub struct CallClock {
+    ticks_left: u64,
+    wall_limit: Option<Instant>,
+    pub(crate) expired: Option<Expired>,
+}
+
+impl CallClock {
+    /// Start a call: `cpu` of running time, and never past `wall`.
+    pub fn start(&mut self, cpu: Duration, wall: Option<Instant>) {
+        let tick = super::engine::TICK.as_micros().max(1);
+        *self = CallClock {
+            ticks_left: u64::try_from(cpu.as_micros().div_ceil(tick))
+                .unwrap_or(u64::MAX)
+                .max(1),
+            wall_limit: wall,
+            expired: None,
+        };
+    }
+
+    /// One tick of running time has passed: which limit has been reached, if any (and
+    /// remember it).
+    pub fn tick(&mut self) -> Option<Expired> {
+        self.ticks_left = self.ticks_left.saturating_sub(1);
+        if self.wall_limit.is_some_and(|wall| Instant::now() >= wall) {
+            self.expired = Some(Expired::Wall);
+        } else if self.ticks_left == 0 {
+            self.expired = Some(Expired::Cpu);
+        }
+        self.expired
     }
 }
 
@@ -116,27 +174,54 @@ impl predicate::logistis::plugin::host::Host for StoreState {
     }
 }
 
-/// Memory cap of one instance. A denied growth traps (rather than returning -1 to the
-/// guest, which most languages turn into an abort anyway) and is remembered, so the call
-/// is reported as "memory" rather than as a generic trap.
+/// Which memory limit a denied growth hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryExceeded {
+    /// The plugin's `memory-mb`.
+    Instance,
+    /// The total of all instances (`--plugin-memory-budget`).
+    Budget,
+}
+
+/// Memory cap of one instance, and its share of the total budget. A denied growth traps
+/// (rather than returning -1 to the guest, which most languages turn into an abort anyway)
+/// and is remembered, so the call is reported as "memory" rather than as a generic trap.
+/// What the instance was charged is given back when its store is dropped.
 pub struct Limits {
     memory_bytes: usize,
-    pub(crate) exceeded: bool,
+    budget: Arc<MemoryBudget>,
+    charged: u64,
+    pub(crate) exceeded: Option<MemoryExceeded>,
     /// The largest linear memory this instance has grown to.
     pub(crate) high_water: usize,
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        self.budget.release(self.charged);
+    }
 }
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Result<bool> {
         if desired > self.memory_bytes {
-            self.exceeded = true;
+            self.exceeded = Some(MemoryExceeded::Instance);
             wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_bytes);
         }
+        let growth = desired.saturating_sub(current) as u64;
+        if !self.budget.try_charge(growth) {
+            self.exceeded = Some(MemoryExceeded::Budget);
+            wasmtime::bail!(
+                "the plugins' memory budget of {} bytes is used up",
+                self.budget.limit()
+            );
+        }
+        self.charged += growth;
         self.high_water = self.high_water.max(desired);
         Ok(true)
     }

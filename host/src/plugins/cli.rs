@@ -105,6 +105,7 @@ fn load(
     capture: Option<CapturedRequests>,
 ) -> anyhow::Result<(Loaded, Duration, EpochClock)> {
     let engine = super::engine::build(None)?;
+    let budget = std::sync::Arc::new(super::budget::MemoryBudget::unlimited());
     let clock = EpochClock::start(&engine)?;
     let bytes = std::fs::read(&options.plugin)
         .with_context(|| format!("reading {}", options.plugin.display()))?;
@@ -156,6 +157,7 @@ fn load(
     let as_predicate = || {
         Plugin::<Predicate>::load(
             &engine,
+            &budget,
             make_spec(PluginKind::Predicate),
             digest.clone(),
             component.clone(),
@@ -167,6 +169,7 @@ fn load(
     let as_sink = || {
         Plugin::<Sink>::load(
             &engine,
+            &budget,
             make_spec(PluginKind::Sink),
             digest.clone(),
             component.clone(),
@@ -222,7 +225,7 @@ fn run_once(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (loaded, _, _clock) = load(&args.options, captured.clone())?;
     match loaded {
         Loaded::Predicate(plugin) => {
-            let verdict = runtime::evaluate(&plugin, &bindings::to_wit(&event, None))
+            let verdict = runtime::evaluate(&plugin, &bindings::to_wit(&event, None), None)
                 .map_err(|error| anyhow::anyhow!("{}", runtime::DisplayChain(&error)))?;
             let verdict = match verdict {
                 bindings::Verdict::Capture => "capture",
@@ -312,7 +315,7 @@ fn bench_predicate(
     for i in 0..(iterations + WARM_UP) {
         let started = Instant::now();
         let wit = bindings::to_wit(event, None);
-        runtime::evaluate(plugin, &wit).map_err(failed)?;
+        runtime::evaluate(plugin, &wit, None).map_err(failed)?;
         if i >= WARM_UP {
             reused.push(started.elapsed());
         }
@@ -322,15 +325,15 @@ fn bench_predicate(
     let mut call_only = Vec::with_capacity(iterations as usize);
     for _ in 0..iterations {
         let started = Instant::now();
-        runtime::evaluate(plugin, &wit).map_err(failed)?;
+        runtime::evaluate(plugin, &wit, None).map_err(failed)?;
         call_only.push(started.elapsed());
     }
     // 3. A fresh instance per call (what recycling after a failure costs).
     let mut fresh = Vec::new();
     for _ in 0..fresh_iterations(iterations) {
         let started = Instant::now();
-        let mut live = plugin.instantiate().map_err(failed)?;
-        live.store.set_epoch_deadline(FRESH_DEADLINE_TICKS);
+        let mut live = plugin.instantiate(None).map_err(failed)?;
+        live.arm(FRESH_DEADLINE, None);
         live.bindings
             .call_evaluate(&mut live.store, &wit)
             .map_err(|error| anyhow::anyhow!("{error:#}"))?;
@@ -374,8 +377,8 @@ fn bench_sink(
     let mut fresh = Vec::new();
     for _ in 0..fresh_iterations(args.iterations) {
         let started = Instant::now();
-        let mut live = plugin.instantiate().map_err(failed)?;
-        live.store.set_epoch_deadline(FRESH_DEADLINE_TICKS);
+        let mut live = plugin.instantiate(None).map_err(failed)?;
+        live.arm(FRESH_DEADLINE, None);
         live.bindings
             .call_deliver(&mut live.store, &batch)
             .map_err(|error| anyhow::anyhow!("{error:#}"))?
@@ -399,7 +402,7 @@ const BENCH_DEADLINE_MS: u64 = 1_000;
 /// Calls before measuring: the first calls fault in the instance's memory.
 const WARM_UP: u32 = 100;
 /// The deadline of the fresh-instance calls (1 s): they are measured, not limited.
-const FRESH_DEADLINE_TICKS: u64 = 1_000;
+const FRESH_DEADLINE: Duration = Duration::from_secs(1);
 
 fn fresh_iterations(iterations: u32) -> u32 {
     (iterations / 10).clamp(10, 1000)

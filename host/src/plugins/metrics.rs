@@ -1,7 +1,8 @@
 //! Plugin metrics for `/metrics`: call time per plugin, failures by reason (trap, timeout,
 //! memory, fuel), verdicts, sink lag/deliveries/failures and reload outcomes. Durations
 //! are in seconds (Prometheus convention) with buckets from 1 µs, because a Rust
-//! predicate call is a few microseconds.
+//! predicate call is a few microseconds. Values read at scrape time (sink lag, memory in
+//! use) are in [`Snapshot`].
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,7 +10,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
@@ -49,7 +49,9 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub generation: Gauge,
-    pub sink_lag_seconds: Family<PluginLabels, Gauge<f64, AtomicU64>>,
+    pub chain_ceiling: Counter,
+    pub set_fallback: Gauge,
+    pub memory_budget_bytes: Gauge,
     pub sink_delivered: Family<PluginLabels, Counter>,
     pub sink_failures: Family<PluginLabels, Counter>,
 }
@@ -62,7 +64,9 @@ impl Default for Metrics {
             failures: Family::default(),
             reloads: Family::default(),
             generation: Gauge::default(),
-            sink_lag_seconds: Family::default(),
+            chain_ceiling: Counter::default(),
+            set_fallback: Gauge::default(),
+            memory_budget_bytes: Gauge::default(),
             sink_delivered: Family::default(),
             sink_failures: Family::default(),
         }
@@ -84,7 +88,7 @@ impl Metrics {
         );
         registry.register(
             "plugin_failures",
-            "Plugin failures by reason: trap, timeout, memory, fuel, rejected",
+            "Plugin failures by reason: trap, timeout (running time), ceiling (the review's), memory, memory_budget, fuel, rejected",
             self.failures.clone(),
         );
         registry.register(
@@ -98,9 +102,19 @@ impl Metrics {
             self.generation.clone(),
         );
         registry.register(
-            "sink_lag_seconds",
-            "Time between the newest stored event and the last one the sink delivered",
-            self.sink_lag_seconds.clone(),
+            "plugin_chain_ceiling",
+            "Reviews whose predicate chain reached its ceiling (--plugin-chain-timeout); the set's on-error decided",
+            self.chain_ceiling.clone(),
+        );
+        registry.register(
+            "plugin_set_fallback",
+            "1 while the last good plugin set runs because the mounted one is broken (alert on it)",
+            self.set_fallback.clone(),
+        );
+        registry.register(
+            "plugin_memory_budget_bytes",
+            "Linear memory all plugin instances may hold together (--plugin-memory-budget)",
+            self.memory_budget_bytes.clone(),
         );
         registry.register(
             "sink_delivered_events",
@@ -118,5 +132,47 @@ impl Metrics {
         PluginLabels {
             plugin: name.to_owned(),
         }
+    }
+}
+
+/// The metrics computed when scraped, so they are always current: each sink's lag (from
+/// its cursor and the head of the log) and the plugins' memory in use.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub memory_used_bytes: u64,
+    /// `(sink, lag in seconds)`.
+    pub sink_lag_seconds: Vec<(String, f64)>,
+}
+
+impl Snapshot {
+    pub fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let used = ConstGauge::new(i64::try_from(self.memory_used_bytes).unwrap_or(i64::MAX));
+        used.encode(encoder.encode_descriptor(
+            "plugin_memory_used_bytes",
+            "Linear memory held by all live plugin instances (idle ones included)",
+            None,
+            used.metric_type(),
+        )?)?;
+        if self.sink_lag_seconds.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "sink_lag_seconds",
+            "How long the oldest event a sink has not delivered has been waiting (0: caught up)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (sink, lag) in &self.sink_lag_seconds {
+            let labels = PluginLabels {
+                plugin: sink.clone(),
+            };
+            ConstGauge::new(*lag).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }

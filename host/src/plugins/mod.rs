@@ -8,20 +8,29 @@
 //! - [`bindings`]: generated host bindings, per-instance state (no capabilities; HTTP only
 //!   to allow-listed hosts, for sinks), event conversion.
 //! - [`runtime`]: one loaded plugin — `InstancePre`, a pool of reused instances recycled
-//!   after any failure, per-call deadline, memory cap and fuel.
+//!   after any failure, per-call deadline in running time, memory cap and fuel.
+//! - [`budget`]: the memory budget of all instances together.
 //! - [`registry`]: load a whole set (all or nothing) and fingerprint the directory.
 //! - [`sinks`]: a thread per sink, from a persisted cursor, with retries and back-off.
 //! - [`metrics`], [`cli`] (`logistis plugin run|bench`).
 //!
-//! Data flow: [`PluginHost::start`] loads the first set synchronously (so a broken set
-//! fails startup with every problem listed) and starts a watcher thread; the watcher
+//! Data flow: [`PluginHost::start`] loads the first set synchronously (a broken set falls
+//! back to the [`last_good`] one, else fails startup with every problem listed) and starts
+//! a watcher thread; the watcher
 //! polls the directory, loads a changed set off the request path and swaps it in with one
 //! atomic pointer store, or keeps the active set and reports the errors. The webhook calls
 //! [`PluginHost::evaluate`], which reads the active set without locking.
+//!
+//! Whatever the plugins do, a review's chain ends by its ceiling (`--plugin-chain-timeout`,
+//! measured from when the review arrived): a plugin still running then is interrupted
+//! within a tick, the plugins after it do not run, and the set's top-level `on-error`
+//! decides (counted in `logistis_plugin_chain_ceiling_total`).
 
 pub mod bindings;
+pub mod budget;
 pub mod cli;
 pub mod engine;
+pub mod last_good;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
@@ -37,7 +46,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use chrono::Utc;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use logistis_api::Event;
 use logistis_api::plugins::{
     OnError, PluginKind, PluginList, PluginStatus, ReloadStatus, SinkStatus,
 };
@@ -49,6 +57,9 @@ use runtime::{CallError, DisplayChain, Plugin};
 
 /// How often the plugins directory is checked for changes.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// The default ceiling of a review's predicate chain: the API server's webhook timeout in
+/// the shipped manifests is 2 s, and the answer still has to be stored and sent.
+pub const DEFAULT_CHAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The verdict of the predicate chain on one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +68,10 @@ pub enum Decision {
     /// Skipped by the named predicate.
     Skip {
         plugin: String,
+    },
+    /// The review's ceiling came before the chain finished: the set's `on-error` decides.
+    Ceiling {
+        verdict: OnError,
     },
 }
 
@@ -70,6 +85,12 @@ pub struct PluginSettings {
     pub cache_dir: Option<PathBuf>,
     /// How often the directory is checked for changes.
     pub reload_interval: Duration,
+    /// The longest a review's predicate chain may take, from the review's arrival.
+    pub chain_timeout: Duration,
+    /// Bytes of linear memory all plugin instances may hold together.
+    pub memory_budget_bytes: u64,
+    /// Where the last set that loaded is kept, for a start with a broken mounted set.
+    pub last_good_dir: Option<PathBuf>,
 }
 
 impl Default for PluginSettings {
@@ -78,6 +99,9 @@ impl Default for PluginSettings {
             dir: None,
             cache_dir: None,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            chain_timeout: DEFAULT_CHAIN_TIMEOUT,
+            memory_budget_bytes: budget::DEFAULT_BUDGET_BYTES,
+            last_good_dir: None,
         }
     }
 }
@@ -115,6 +139,11 @@ pub enum Error {
 struct Shared {
     store: Store,
     engine: Option<wasmtime::Engine>,
+    budget: Arc<budget::MemoryBudget>,
+    chain_timeout: Duration,
+    last_good: Option<last_good::LastGood>,
+    /// Why the last good set runs instead of the mounted one.
+    fallback: Mutex<Option<String>>,
     active: ArcSwap<PluginSet>,
     last_reload: Mutex<Option<ReloadStatus>>,
     generation: AtomicU64,
@@ -141,6 +170,58 @@ impl Shared {
             workers.push(worker);
         }
         Ok(())
+    }
+
+    fn lock_fallback(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.fallback.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keep a set that loaded from the mounted directory as the last good one.
+    fn keep_as_last_good(&self, dir: &std::path::Path, set: &PluginSet) {
+        if let Some(last_good) = &self.last_good
+            && let Err(error) = last_good.save(dir, &set.yaml, set)
+        {
+            tracing::warn!(error, dir = %last_good.dir().display(), "cannot keep the plugin set as the last good one");
+        }
+    }
+
+    /// The mounted set is broken at startup: load the last good one instead, loudly, or
+    /// fail with every problem of both.
+    fn start_from_last_good(
+        &self,
+        engine: &wasmtime::Engine,
+        errors: Vec<String>,
+        dir: &std::path::Path,
+    ) -> Result<PluginSet, Error> {
+        let load_error = |mut errors: Vec<String>, more: Vec<String>| {
+            errors.extend(more);
+            Error::Load {
+                dir: dir.to_owned(),
+                errors,
+            }
+        };
+        let Some(last_good) = &self.last_good else {
+            return Err(load_error(errors, Vec::new()));
+        };
+        let (saved, saved_at) = last_good
+            .load()
+            .map_err(|problem| load_error(errors.clone(), vec![problem]))?;
+        let set = registry::load(engine, &self.budget, &saved, &PluginSet::default(), 1)
+            .map_err(|more| load_error(errors.clone(), more))?;
+        let message = format!(
+            "running the last good plugin set (saved {}) because the mounted set in {} is broken: {}",
+            saved_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            dir.display(),
+            errors.join("; ")
+        );
+        tracing::error!(
+            errors = errors.join("; "),
+            saved_at = %saved_at,
+            "THE MOUNTED PLUGIN SET IS BROKEN: running the last good set until it is fixed"
+        );
+        self.metrics.set_fallback.set(1);
+        *self.lock_fallback() = Some(message);
+        Ok(set)
     }
 
     fn record_reload(&self, started: Instant, errors: Vec<String>) {
@@ -182,17 +263,24 @@ impl PluginHost {
     /// Load the first plugin set and start the sinks and the reload watcher. Every
     /// problem of a broken first set is in the error.
     pub fn start(settings: &PluginSettings, store: Store) -> Result<PluginHost, Error> {
+        let shared = |engine: Option<wasmtime::Engine>| {
+            Arc::new(Shared {
+                store,
+                engine,
+                budget: Arc::new(budget::MemoryBudget::new(settings.memory_budget_bytes)),
+                chain_timeout: settings.chain_timeout,
+                last_good: settings.last_good_dir.clone().map(last_good::LastGood::new),
+                fallback: Mutex::new(None),
+                active: ArcSwap::from_pointee(PluginSet::default()),
+                last_reload: Mutex::new(None),
+                generation: AtomicU64::new(0),
+                metrics: metrics::Metrics::default(),
+                sinks: Mutex::new(Vec::new()),
+            })
+        };
         let Some(dir) = settings.dir.clone() else {
             return Ok(PluginHost {
-                shared: Arc::new(Shared {
-                    store,
-                    engine: None,
-                    active: ArcSwap::from_pointee(PluginSet::default()),
-                    last_reload: Mutex::new(None),
-                    generation: AtomicU64::new(0),
-                    metrics: metrics::Metrics::default(),
-                    sinks: Mutex::new(Vec::new()),
-                }),
+                shared: shared(None),
                 stop: Mutex::new(None),
                 watcher: Mutex::new(None),
                 _clock: None,
@@ -200,25 +288,24 @@ impl PluginHost {
         };
         let engine = engine::build(settings.cache_dir.as_deref())?;
         let clock = engine::EpochClock::start(&engine)?;
-        let shared = Arc::new(Shared {
-            store,
-            engine: Some(engine.clone()),
-            active: ArcSwap::from_pointee(PluginSet::default()),
-            last_reload: Mutex::new(None),
-            generation: AtomicU64::new(0),
-            metrics: metrics::Metrics::default(),
-            sinks: Mutex::new(Vec::new()),
-        });
+        let shared = shared(Some(engine.clone()));
+        shared
+            .metrics
+            .memory_budget_bytes
+            .set(i64::try_from(settings.memory_budget_bytes).unwrap_or(i64::MAX));
 
         let fingerprint = Fingerprint::of(&dir);
         let started = Instant::now();
-        let set = registry::load(&engine, &dir, &PluginSet::default(), 1).map_err(|errors| {
-            shared.record_reload(started, errors.clone());
-            Error::Load {
-                dir: dir.clone(),
-                errors,
+        let set = match registry::load(&engine, &shared.budget, &dir, &PluginSet::default(), 1) {
+            Ok(set) => {
+                shared.keep_as_last_good(&dir, &set);
+                set
             }
-        })?;
+            Err(errors) => {
+                shared.record_reload(started, errors.clone());
+                shared.start_from_last_good(&engine, errors, &dir)?
+            }
+        };
         log_set("plugin set loaded", &set, started);
         shared.generation.store(1, Ordering::Relaxed);
         shared.activate(set)?;
@@ -246,20 +333,37 @@ impl PluginHost {
         !self.shared.active.load().predicates.is_empty()
     }
 
+    /// The longest a review's predicate chain may take, from the review's arrival.
+    pub fn chain_timeout(&self) -> Duration {
+        self.shared.chain_timeout
+    }
+
+    /// What the active set decides for a review whose chain reached its ceiling, counted.
+    /// The webhook calls this when the chain did not even answer by the ceiling.
+    pub fn ceiling_decision(&self) -> Decision {
+        self.shared.metrics.chain_ceiling.inc();
+        Decision::Ceiling {
+            verdict: self.shared.active.load().on_error,
+        }
+    }
+
     /// Run the predicate chain (blocking; call it off the async worker threads). Predicates
     /// run in order and the first `skip` wins; a failing predicate counts as its
-    /// `on-error` verdict. Never fails: the webhook always answers.
-    pub fn evaluate(&self, event: &Event) -> Decision {
+    /// `on-error` verdict. Nothing runs past `ceiling`: then the set's `on-error` decides
+    /// ([`Decision::Ceiling`], counted). Never fails: the webhook always answers.
+    pub fn evaluate(&self, event: &bindings::WitEvent, ceiling: Instant) -> Decision {
         let set = self.shared.active.load();
         if set.predicates.is_empty() {
             return Decision::Capture;
         }
         let metrics = &self.shared.metrics;
-        let wit_event = bindings::to_wit(event, None);
         for plugin in &set.predicates {
             let name = plugin.spec.name.as_str();
             let started = Instant::now();
-            let outcome = runtime::evaluate(plugin, &wit_event);
+            if started >= ceiling {
+                return self.ceiling_decision();
+            }
+            let outcome = runtime::evaluate(plugin, event, Some(ceiling));
             metrics
                 .call_seconds
                 .get_or_create(&metrics::Metrics::plugin(name))
@@ -274,14 +378,10 @@ impl PluginHost {
                             reason: error.reason(),
                         })
                         .inc();
-                    tracing::warn!(
-                        plugin = name,
-                        reason = error.reason(),
-                        error = %DisplayChain(&error),
-                        on_error = ?plugin.spec.on_error,
-                        uid = event.uid,
-                        "predicate failed; applying its on-error verdict"
-                    );
+                    log_failure(plugin, &error, event);
+                    if matches!(error, CallError::Ceiling) {
+                        return self.ceiling_decision();
+                    }
                     plugin.spec.on_error == OnError::Skip
                 }
             };
@@ -311,7 +411,7 @@ impl PluginHost {
     /// Each plugin with its status, for `GET /api/v1/plugins`.
     pub fn status(&self) -> PluginList {
         let set = self.shared.active.load();
-        let last_id = self.shared.store.last_id();
+        let now = now_micros();
         let mut items: Vec<PluginStatus> = set
             .predicates
             .iter()
@@ -326,12 +426,13 @@ impl PluginHost {
                 .flatten();
             let sink_status = SinkStatus {
                 cursor: cursor.map(|c| c.to_string()),
-                lag_seconds: sinks::lag_seconds(last_id, cursor),
+                lag_seconds: sinks::lag_seconds(&self.shared.store, cursor, now),
                 delivered: sink.counters.delivered.load(Ordering::Relaxed),
             };
             items.push(plugin_status(sink, Some(sink_status)));
         }
         PluginList {
+            fallback: self.shared.lock_fallback().clone(),
             generation: set.generation,
             items,
             last_reload: self
@@ -346,6 +447,7 @@ impl PluginHost {
     /// Add the plugin metrics to `/metrics`.
     pub fn register_metrics(&self, registry: &mut Registry) {
         self.shared.metrics.register(registry);
+        registry.register_collector(Box::new(Scraped(self.shared.clone())));
     }
 
     /// Stop the watcher and the sinks (sinks finish their batch and keep their cursors).
@@ -370,6 +472,49 @@ impl PluginHost {
 impl Drop for PluginHost {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+fn now_micros() -> u64 {
+    u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0)
+}
+
+/// The plugin metrics read at scrape time.
+struct Scraped(Arc<Shared>);
+
+impl std::fmt::Debug for Scraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scraped")
+    }
+}
+
+impl prometheus_client::collector::Collector for Scraped {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let shared = &self.0;
+        let now = now_micros();
+        let sink_lag_seconds = shared
+            .active
+            .load()
+            .sinks
+            .iter()
+            .map(|sink| {
+                let name = &sink.spec.name;
+                let cursor = shared
+                    .store
+                    .cursor(&sinks::cursor_name(name))
+                    .ok()
+                    .flatten();
+                (name.clone(), sinks::lag_seconds(&shared.store, cursor, now))
+            })
+            .collect();
+        metrics::Snapshot {
+            memory_used_bytes: shared.budget.used(),
+            sink_lag_seconds,
+        }
+        .encode(encoder)
     }
 }
 
@@ -399,6 +544,36 @@ fn plugin_status<W: runtime::World>(plugin: &Plugin<W>, sink: Option<SinkStatus>
         traps: counters.traps.load(Ordering::Relaxed),
         timeouts: counters.timeouts.load(Ordering::Relaxed),
         sink,
+    }
+}
+
+/// One line per plugin per [`runtime::FAILURE_LOG_INTERVAL`] at most (a looping plugin on
+/// a busy cluster fails hundreds of times a second); the full cause chain, with the guest's
+/// backtrace, at debug level for every failure.
+fn log_failure<W: runtime::World>(
+    plugin: &Plugin<W>,
+    error: &CallError,
+    event: &bindings::WitEvent,
+) {
+    let name = plugin.spec.name.as_str();
+    tracing::debug!(
+        plugin = name,
+        reason = error.reason(),
+        error = %DisplayChain(error),
+        uid = event.uid.as_str(),
+        "predicate failed"
+    );
+    if let Some(suppressed) = plugin.counters.may_log_failure(Instant::now()) {
+        tracing::warn!(
+            plugin = name,
+            reason = error.reason(),
+            error = %error,
+            on_error = ?plugin.spec.on_error,
+            uid = event.uid.as_str(),
+            suppressed,
+            "predicate failed; applying its on-error verdict (further failures of this plugin in the next {}s are counted, not logged)",
+            runtime::FAILURE_LOG_INTERVAL.as_secs()
+        );
     }
 }
 
@@ -442,9 +617,16 @@ fn watch(
         let started = Instant::now();
         let generation = shared.generation.load(Ordering::Relaxed) + 1;
         let active = shared.active.load_full();
-        match registry::load(engine, dir, &active, generation) {
+        match registry::load(engine, &shared.budget, dir, &active, generation) {
             Ok(set) => {
                 log_set("plugin set reloaded", &set, started);
+                shared.keep_as_last_good(dir, &set);
+                if shared.lock_fallback().take().is_some() {
+                    shared.metrics.set_fallback.set(0);
+                    tracing::info!(
+                        "the mounted plugin set loads again: no longer on the last good set"
+                    );
+                }
                 shared.generation.store(generation, Ordering::Relaxed);
                 if let Err(error) = shared.activate(set) {
                     tracing::error!(error = %DisplayChain(&error), "cannot start the sinks of the new plugin set");

@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use logistis_api::plugins::OnError;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::bindings::{predicate::Predicate, sink::Sink};
+use super::budget::MemoryBudget;
 use super::runtime::Plugin;
 use super::spec::{self, PluginSpec};
 
@@ -28,6 +30,10 @@ use super::spec::{self, PluginSpec};
 #[derive(Debug, Default)]
 pub struct PluginSet {
     pub generation: u64,
+    /// The verdict when a review's chain reaches its ceiling.
+    pub on_error: OnError,
+    /// `plugins.yaml` as it was read (kept as the last good set).
+    pub yaml: String,
     pub predicates: Vec<Arc<Plugin<Predicate>>>,
     pub sinks: Vec<Arc<Plugin<Sink>>>,
 }
@@ -51,6 +57,7 @@ impl PluginSet {
 /// problem found, one message each.
 pub fn load(
     engine: &Engine,
+    budget: &Arc<MemoryBudget>,
     dir: &Path,
     previous: &PluginSet,
     generation: u64,
@@ -58,8 +65,13 @@ pub fn load(
     let file = dir.join(spec::FILE_NAME);
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
-        // No plugins.yaml: an empty set (a directory mounted before it is filled).
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        // Like an empty file: a missing ConfigMap key must not drop every filter.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(vec![format!(
+                "{}: no such file (write `predicates: []` there for a set without plugins)",
+                file.display()
+            )]);
+        }
         Err(error) => return Err(vec![format!("{}: {error}", file.display())]),
     };
     let set_spec = spec::parse(dir, &text)?;
@@ -67,16 +79,18 @@ pub fn load(
     let mut errors = Vec::new();
     let mut set = PluginSet {
         generation,
+        on_error: set_spec.on_error,
+        yaml: text,
         ..PluginSet::default()
     };
     for spec in set_spec.predicates {
-        match load_one(engine, spec, &components) {
+        match load_one(engine, budget, spec, &components) {
             Ok(plugin) => set.predicates.push(Arc::new(plugin)),
             Err(error) => errors.push(error),
         }
     }
     for spec in set_spec.sinks {
-        match load_one(engine, spec, &components) {
+        match load_one(engine, budget, spec, &components) {
             Ok(plugin) => set.sinks.push(Arc::new(plugin)),
             Err(error) => errors.push(error),
         }
@@ -90,6 +104,7 @@ pub fn load(
 
 fn load_one<W: super::runtime::World>(
     engine: &Engine,
+    budget: &Arc<MemoryBudget>,
     spec: PluginSpec,
     components: &HashMap<String, Component>,
 ) -> Result<Plugin<W>, String> {
@@ -107,7 +122,7 @@ fn load_one<W: super::runtime::World>(
             )
         })?,
     };
-    Plugin::load(engine, spec, digest, component, started, None)
+    Plugin::load(engine, budget, spec, digest, component, started, None)
         .map_err(|error| format!("{}", super::runtime::DisplayChain(&error)))
 }
 

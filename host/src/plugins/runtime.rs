@@ -9,6 +9,13 @@
 //! so slow leaks and growing garbage-collected heaps (JavaScript, Python) never reach the cap
 //! in the middle of an event. Each instance lives in its own
 //! `Store`, so one plugin's state never reaches another's.
+//!
+//! Limits per call: `deadline-ms` of running time (epoch ticks counted while the call runs,
+//! see [`bindings::CallClock`], so a neighbour hogging the cores cannot make a quick plugin
+//! miss its deadline), a
+//! wall-clock limit (the review's ceiling for predicates, `deadline-ms` for a sink's
+//! delivery, which mostly waits on the network), fuel, and memory: `memory-mb` per
+//! instance within the [`MemoryBudget`] of all instances.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,10 +25,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use logistis_api::plugins::PluginKind;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::Error;
-use super::bindings::{self, CapturedRequests, StoreState, WitEvent};
+use super::bindings::{self, CapturedRequests, Expired, MemoryExceeded, StoreState, WitEvent};
+use super::budget::MemoryBudget;
 use super::spec::PluginSpec;
 
 /// Retire an instance after this many calls (bounds what a leaking guest can hoard).
@@ -33,18 +41,28 @@ const MAX_IDLE: usize = 8;
 /// `configure` runs once per instance, off the request path for the first one; give it
 /// room for a Python or JavaScript guest to initialise.
 const CONFIGURE_DEADLINE: Duration = Duration::from_secs(2);
+/// At most one failure line per plugin in this interval (the rest are counted in the
+/// next line and in the metrics; backtraces are at debug level).
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How a call failed. Each ends the instance it happened in.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("deadline of {deadline_ms} ms exceeded")]
     Timeout { deadline_ms: u64 },
+    #[error("stopped at the review's time ceiling (--plugin-chain-timeout)")]
+    Ceiling,
     #[error("fuel budget exhausted")]
     Fuel,
     #[error("memory limit of {limit_bytes} bytes exceeded")]
     Memory { limit_bytes: u64 },
-    #[error("trapped")]
+    #[error("the memory budget of all plugins ({budget_bytes} bytes) is used up")]
+    MemoryBudget { budget_bytes: u64 },
+    /// `message` is one line (the trap code or the first line of the error); the source
+    /// carries the guest backtrace.
+    #[error("trapped: {message}")]
     Trap {
+        message: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -57,8 +75,10 @@ impl CallError {
     pub fn reason(&self) -> &'static str {
         match self {
             CallError::Timeout { .. } => "timeout",
+            CallError::Ceiling => "ceiling",
             CallError::Fuel => "fuel",
             CallError::Memory { .. } => "memory",
+            CallError::MemoryBudget { .. } => "memory_budget",
             CallError::Trap { .. } => "trap",
             CallError::Rejected { .. } => "rejected",
         }
@@ -75,16 +95,42 @@ pub struct Counters {
     /// Events a sink delivered.
     pub delivered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    log_gate: Mutex<LogGate>,
+}
+
+#[derive(Debug, Default)]
+struct LogGate {
+    last: Option<Instant>,
+    suppressed: u64,
 }
 
 impl Counters {
     pub fn record_failure(&self, error: &CallError) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         match error {
-            CallError::Timeout { .. } => self.timeouts.fetch_add(1, Ordering::Relaxed),
+            CallError::Timeout { .. } | CallError::Ceiling => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed)
+            }
             _ => self.traps.fetch_add(1, Ordering::Relaxed),
         };
-        self.set_error(&DisplayChain(error).to_string());
+        // One line: the status is no place for a guest backtrace.
+        self.set_error(&error.to_string());
+    }
+
+    /// Whether a failure may be logged now (at most once per [`FAILURE_LOG_INTERVAL`]);
+    /// `Some(n)`: yes, and `n` failures were not logged since the last line.
+    pub fn may_log_failure(&self, now: Instant) -> Option<u64> {
+        let mut gate = self.log_gate.lock().unwrap_or_else(|e| e.into_inner());
+        match gate.last {
+            Some(last) if now.duration_since(last) < FAILURE_LOG_INTERVAL => {
+                gate.suppressed += 1;
+                None
+            }
+            _ => {
+                gate.last = Some(now);
+                Some(std::mem::take(&mut gate.suppressed))
+            }
+        }
     }
 
     pub fn set_error(&self, message: &str) {
@@ -195,6 +241,14 @@ pub struct Live<W> {
     calls: u64,
 }
 
+impl<W> Live<W> {
+    /// Limit the next call to `cpu` of running time and never past `wall`.
+    pub fn arm(&mut self, cpu: Duration, wall: Option<Instant>) {
+        self.store.set_epoch_deadline(1);
+        self.store.data_mut().clock.start(cpu, wall);
+    }
+}
+
 /// A loaded plugin of world `W`.
 pub struct Plugin<W: World> {
     pub spec: PluginSpec,
@@ -205,6 +259,7 @@ pub struct Plugin<W: World> {
     name: Arc<str>,
     hosts: Arc<[String]>,
     engine: Engine,
+    budget: Arc<MemoryBudget>,
     component: Component,
     pre: W::Pre,
     idle: Mutex<Vec<Live<W>>>,
@@ -227,6 +282,7 @@ impl<W: World> Plugin<W> {
     /// outgoing HTTP requests are recorded there instead of sent (`logistis plugin run`).
     pub fn load(
         engine: &Engine,
+        budget: &Arc<MemoryBudget>,
         spec: PluginSpec,
         digest: String,
         component: Component,
@@ -249,15 +305,18 @@ impl<W: World> Plugin<W> {
             load_time: Duration::ZERO,
             counters: Counters::default(),
             engine: engine.clone(),
+            budget: budget.clone(),
             component,
             pre,
             idle: Mutex::new(Vec::new()),
             capture,
         };
-        let first = plugin.instantiate().map_err(|source| Error::Instantiate {
-            plugin: plugin.spec.name.clone(),
-            source,
-        })?;
+        let first = plugin
+            .instantiate(None)
+            .map_err(|source| Error::Instantiate {
+                plugin: plugin.spec.name.clone(),
+                source,
+            })?;
         plugin.put_back(first);
         Ok(Plugin {
             load_time: started.elapsed(),
@@ -274,21 +333,31 @@ impl<W: World> Plugin<W> {
         self.spec.kind
     }
 
-    /// A new configured instance.
-    pub fn instantiate(&self) -> Result<Live<W>, CallError> {
+    /// A new configured instance; `wall` bounds it when it is made on a request's path.
+    pub fn instantiate(&self, wall: Option<Instant>) -> Result<Live<W>, CallError> {
         let state = StoreState::new(
             self.name.clone(),
             self.spec.memory_bytes,
+            self.budget.clone(),
             self.hosts.clone(),
             Duration::from_millis(self.spec.deadline_ms),
             self.capture.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
-        let configure_ticks =
-            ticks(CONFIGURE_DEADLINE.max(Duration::from_millis(self.spec.deadline_ms)));
-        store.set_epoch_deadline(configure_ticks);
+        // Every tick while guest code runs: has the call used its running time, or reached its
+        // wall-clock limit? Keep going one more tick if not.
+        store.epoch_deadline_callback(|mut context| {
+            Ok(match context.data_mut().clock.tick() {
+                None => UpdateDeadline::Continue(1),
+                Some(_) => UpdateDeadline::Interrupt,
+            })
+        });
+        store.set_epoch_deadline(1);
+        store.data_mut().clock.start(
+            CONFIGURE_DEADLINE.max(Duration::from_millis(self.spec.deadline_ms)),
+            wall,
+        );
         store
             .set_fuel(u64::MAX)
             .map_err(|source| self.classify(source, &store))?;
@@ -305,22 +374,27 @@ impl<W: World> Plugin<W> {
         }
     }
 
-    /// Run `call` on an idle instance (or a new one) under this plugin's limits. A failed
-    /// instance is dropped; a healthy one goes back to the pool.
+    /// Run `call` on an idle instance (or a new one) under this plugin's limits, and
+    /// never past `wall`. A failed instance is dropped; a healthy one goes back to the
+    /// pool.
     pub fn call<R>(
         &self,
+        wall: Option<Instant>,
         call: impl FnOnce(&W, &mut Store<StoreState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        if wall.is_some_and(|wall| Instant::now() >= wall) {
+            self.counters.record_failure(&CallError::Ceiling);
+            return Err(CallError::Ceiling);
+        }
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut live = match idle {
             Some(live) => live,
             None => self
-                .instantiate()
+                .instantiate(wall)
                 .inspect_err(|error| self.counters.record_failure(error))?,
         };
-        live.store
-            .set_epoch_deadline(ticks(Duration::from_millis(self.spec.deadline_ms)));
+        live.arm(Duration::from_millis(self.spec.deadline_ms), wall);
         let fuel = self.spec.fuel.unwrap_or(u64::MAX);
         let result = live
             .store
@@ -353,37 +427,47 @@ impl<W: World> Plugin<W> {
     }
 
     fn classify(&self, error: wasmtime::Error, store: &Store<StoreState>) -> CallError {
-        if store.data().limits.exceeded {
-            return CallError::Memory {
-                limit_bytes: self.spec.memory_bytes,
-            };
+        match store.data().limits.exceeded {
+            Some(MemoryExceeded::Instance) => {
+                return CallError::Memory {
+                    limit_bytes: self.spec.memory_bytes,
+                };
+            }
+            Some(MemoryExceeded::Budget) => {
+                return CallError::MemoryBudget {
+                    budget_bytes: self.budget.limit(),
+                };
+            }
+            None => {}
         }
         match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout {
-                deadline_ms: self.spec.deadline_ms,
+            Some(Trap::Interrupt) => match store.data().clock.expired {
+                Some(Expired::Wall) if self.kind() == PluginKind::Predicate => CallError::Ceiling,
+                _ => CallError::Timeout {
+                    deadline_ms: self.spec.deadline_ms,
+                },
             },
             Some(Trap::OutOfFuel) => CallError::Fuel,
-            _ => CallError::Trap {
+            trap => CallError::Trap {
+                message: match trap {
+                    Some(trap) => trap.to_string(),
+                    None => error.to_string().lines().next().unwrap_or("").to_owned(),
+                },
                 source: error.into_boxed_dyn_error(),
             },
         }
     }
 }
 
-/// Epoch ticks for a deadline, at least one.
-fn ticks(deadline: Duration) -> u64 {
-    let tick = super::engine::TICK.as_micros().max(1);
-    u64::try_from(deadline.as_micros().div_ceil(tick))
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-/// Evaluate one event with a predicate.
+/// Evaluate one event with a predicate, never past `ceiling` (the review's deadline).
 pub fn evaluate(
     plugin: &Plugin<bindings::predicate::Predicate>,
     event: &WitEvent,
+    ceiling: Option<Instant>,
 ) -> Result<bindings::Verdict, CallError> {
-    plugin.call(|bindings, store| bindings.call_evaluate(store, event))
+    plugin.call(ceiling, |bindings, store| {
+        bindings.call_evaluate(store, event)
+    })
 }
 
 /// Deliver one batch with a sink: the outer error is the plugin failing, the inner the
@@ -392,5 +476,9 @@ pub fn deliver(
     plugin: &Plugin<bindings::sink::Sink>,
     events: &[WitEvent],
 ) -> Result<Result<(), String>, CallError> {
-    plugin.call(|bindings, store| bindings.call_deliver(store, events))
+    // A delivery mostly waits on the network (not running time): bound its wall time too.
+    let wall = Instant::now() + Duration::from_millis(plugin.spec.deadline_ms);
+    plugin.call(Some(wall), |bindings, store| {
+        bindings.call_deliver(store, events)
+    })
 }

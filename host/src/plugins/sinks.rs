@@ -3,9 +3,11 @@
 //!
 //! At-least-once: the cursor is saved (durably) only after a batch was delivered, so a
 //! crash or a failed delivery repeats the batch, never skips it. A failure is retried with
-//! exponential back-off (0.2 s doubling to 60 s) until the sink takes it, so a receiver
-//! that is down for an hour loses nothing and catches up in batches. A new sink starts at
-//! the end of the log: it does not replay history it was never configured for.
+//! back-off (0.2 s doubling, capped at [`PROBE_INTERVAL`]) until the sink takes it: while the
+//! receiver is down each retry is a probe carrying only the first pending event, so a
+//! receiver down for an hour costs a small request every few seconds, and delivery resumes
+//! within [`PROBE_INTERVAL`] of its return, then catches up in full batches. A new sink
+//! starts at the end of the log: it does not replay history it was never configured for.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,7 +24,6 @@ use crate::store::Store;
 
 const POLL: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// `deliver: confirmed` waits this long at most for a pending event (the watch may be
 /// away): then it is delivered as it is, rather than stalling the sink.
 const MAX_HOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(300);
@@ -53,6 +54,47 @@ pub fn settled(
         }
     }
     (out, last)
+}
+
+/// The longest wait between two attempts while a receiver is failing.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(3);
+
+/// When to try again after failures: doubling from [`BACKOFF_MIN`], capped at
+/// [`PROBE_INTERVAL`], reset by a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        Backoff { failures: 0 }
+    }
+
+    /// Record a failure; how long to wait before the next attempt.
+    pub fn failed(&mut self) -> Duration {
+        let wait = BACKOFF_MIN
+            .saturating_mul(1 << self.failures.min(16))
+            .min(PROBE_INTERVAL);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+
+    /// A delivery went through.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Whether the receiver is failing: the next attempt is a probe of one event.
+    pub fn probing(&self) -> bool {
+        self.failures > 0
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
 }
 
 /// A running sink; dropping the stop sender ends it after the current batch.
@@ -106,27 +148,40 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
     let labels = Metrics::plugin(name);
     let mut cursor = match store.cursor(&cursor_name) {
         Ok(Some(cursor)) => Some(cursor),
-        Ok(None) => store.last_id(),
+        Ok(None) => {
+            // Start at the head, and say so in the store: the lag is measured from the
+            // saved cursor, and a restart before the first delivery must not skip events.
+            let head = store.last_id();
+            if let Some(head) = head
+                && let Err(error) = store.save_cursor(&cursor_name, head)
+            {
+                tracing::warn!(sink = name, error = %DisplayChain(&error), "cannot save the sink cursor");
+            }
+            head
+        }
         Err(error) => {
             tracing::error!(sink = name, error = %DisplayChain(&error), "cannot read the sink cursor: sink stopped");
             return;
         }
     };
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     tracing::info!(sink = name, cursor = ?cursor.map(|c| c.to_string()), "sink started");
     loop {
-        let events = match store.read_log(cursor, plugin.spec.batch) {
+        let size = if backoff.probing() {
+            1
+        } else {
+            plugin.spec.batch
+        };
+        let events = match store.read_log(cursor, size) {
             Ok(events) => events,
             Err(error) => {
                 tracing::error!(sink = name, error = %DisplayChain(&error), "cannot read the log");
-                if pause(stopped, backoff) {
+                if pause(stopped, backoff.failed()) {
                     return;
                 }
                 continue;
             }
         };
-        let lag = lag_seconds(store.last_id(), cursor);
-        metrics.sink_lag_seconds.get_or_create(&labels).set(lag);
         let (events, consumed) = settled(events, plugin.spec.deliver, chrono::Utc::now());
         let Some(last) = consumed else {
             if pause(stopped, POLL) {
@@ -140,7 +195,7 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
                 Ok(()) => cursor = Some(last),
                 Err(error) => {
                     tracing::error!(sink = name, error = %DisplayChain(&error), "cannot save the sink cursor");
-                    if pause(stopped, backoff) {
+                    if pause(stopped, backoff.failed()) {
                         return;
                     }
                 }
@@ -195,20 +250,20 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
                         result: "delivered",
                     })
                     .inc();
-                metrics
-                    .sink_lag_seconds
-                    .get_or_create(&labels)
-                    .set(lag_seconds(store.last_id(), cursor));
-                backoff = BACKOFF_MIN;
+                if backoff.probing() {
+                    tracing::info!(sink = name, "sink delivering again");
+                }
+                backoff.succeeded();
             }
             Some(message) => {
                 metrics.sink_failures.get_or_create(&labels).inc();
                 plugin.counters.set_error(&message);
-                tracing::warn!(sink = name, error = message, retry_in = ?backoff, events = batch.len(), "sink delivery failed");
-                if pause(stopped, backoff) {
+                let wait = backoff.failed();
+                // One line per failure, at most one per probe interval once it is failing.
+                tracing::warn!(sink = name, error = message, retry_in = ?wait, events = batch.len(), "sink delivery failed");
+                if pause(stopped, wait) {
                     return;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         }
@@ -218,18 +273,46 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
     }
 }
 
-/// The time span (seconds) between the cursor and the newest event: ids are microsecond
-/// timestamps, so this needs no extra read.
-pub fn lag_seconds(last: Option<EventId>, cursor: Option<EventId>) -> f64 {
-    match (last, cursor) {
-        (Some(last), Some(cursor)) if last > cursor => (last.0 - cursor.0) as f64 / 1e6,
-        // No cursor yet: a new sink on an empty log, nothing missed.
-        _ => 0.0,
+/// How long the oldest event the sink has not delivered (the first after its cursor) has
+/// been waiting, at `now` (microseconds since the epoch, as event ids are); 0 when the sink
+/// is at the head of the log. Ids are times, so only the next id is read.
+pub fn lag_seconds(store: &Store, cursor: Option<EventId>, now_micros: u64) -> f64 {
+    if store.last_id().is_none_or(|last| Some(last) <= cursor) {
+        return 0.0;
+    }
+    match store.read_log(cursor, 1) {
+        Ok(events) => events.first().map_or(0.0, |next| {
+            now_micros.saturating_sub(next.id.0) as f64 / 1e6
+        }),
+        Err(_) => 0.0,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_capped_at_the_probe_interval_and_reset_by_a_success() {
+        let mut backoff = Backoff::new();
+        assert!(!backoff.probing());
+        let waits: Vec<Duration> = (0..40).map(|_| backoff.failed()).collect();
+        assert_eq!(waits[0], BACKOFF_MIN);
+        assert_eq!(waits[1], BACKOFF_MIN * 2);
+        assert!(
+            waits.iter().all(|wait| *wait <= PROBE_INTERVAL),
+            "{waits:?}"
+        );
+        assert_eq!(waits[39], PROBE_INTERVAL);
+        assert!(backoff.probing());
+        backoff.succeeded();
+        assert!(!backoff.probing());
+        assert_eq!(backoff.failed(), BACKOFF_MIN);
+    }
+}
+
+#[cfg(test)]
+mod deliver_tests {
     use chrono::{TimeDelta, Utc};
 
     use super::*;

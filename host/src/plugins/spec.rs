@@ -49,37 +49,179 @@ pub enum Deliver {
     Recorded,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `plugins.yaml` as written, after type checks.
+#[derive(Debug, Default)]
 pub struct PluginsFile {
-    #[serde(default)]
+    /// The chain's verdict when a review's ceiling comes before the chain's answer.
+    pub on_error: Option<OnError>,
     pub predicates: Vec<PluginConfig>,
-    #[serde(default)]
     pub sinks: Vec<PluginConfig>,
 }
 
 /// One plugin as written in `plugins.yaml`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Default)]
 pub struct PluginConfig {
     pub name: String,
     pub file: String,
-    #[serde(default)]
     pub config: Option<serde_yaml::Value>,
-    #[serde(default)]
     pub on_error: Option<OnError>,
-    #[serde(default)]
     pub deadline_ms: Option<u64>,
-    #[serde(default)]
     pub memory_mb: Option<u64>,
-    #[serde(default)]
     pub fuel: Option<u64>,
-    #[serde(default)]
     pub allowed_hosts: Vec<String>,
-    #[serde(default)]
     pub batch: Option<usize>,
-    #[serde(default)]
     pub deliver: Option<Deliver>,
+}
+
+const EMPTY: &str = "is empty: an empty or truncated file would silently drop every filter; \
+    write `predicates: []` (or `sinks: []`) for a set without plugins";
+
+/// Read the file's structure, field by field, so that a value of the wrong type is one
+/// problem among the others, not the only one reported.
+/// Also returns every problem found (none: the file is well-formed).
+fn read_file(text: &str) -> (PluginsFile, Vec<String>) {
+    let mut file = PluginsFile::default();
+    if text.trim().is_empty() {
+        return (file, vec![format!("{FILE_NAME} {EMPTY}")]);
+    }
+    let value: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(value) => value,
+        Err(error) => return (file, vec![format!("{FILE_NAME}: {error}")]),
+    };
+    let mapping = match value {
+        serde_yaml::Value::Mapping(mapping) => mapping,
+        // Only comments.
+        serde_yaml::Value::Null => return (file, vec![format!("{FILE_NAME} {EMPTY}")]),
+        _ => {
+            let message =
+                format!("{FILE_NAME}: expected a mapping with `predicates` and/or `sinks`");
+            return (file, vec![message]);
+        }
+    };
+    let mut errors = Vec::new();
+    let mut declared = false;
+    for (key, value) in mapping {
+        match key.as_str() {
+            Some("predicates") => {
+                declared = true;
+                file.predicates = read_list("predicates", value, &mut errors);
+            }
+            Some("sinks") => {
+                declared = true;
+                file.sinks = read_list("sinks", value, &mut errors);
+            }
+            Some("on-error") => file.on_error = typed(FILE_NAME, "on-error", value, &mut errors),
+            _ => errors.push(format!(
+                "{FILE_NAME}: unknown key {}: expected predicates, sinks or on-error",
+                key_text(&key)
+            )),
+        }
+    }
+    if !declared && errors.is_empty() {
+        errors.push(format!("{FILE_NAME} {EMPTY}"));
+    }
+    (file, errors)
+}
+
+fn key_text(key: &serde_yaml::Value) -> String {
+    serde_yaml::to_string(key).map_or_else(|_| "?".into(), |text| text.trim().to_owned())
+}
+
+/// `value` as a `T`, or a problem recorded (and `None`).
+fn typed<T: serde::de::DeserializeOwned>(
+    at: &str,
+    key: &str,
+    value: serde_yaml::Value,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    match serde_yaml::from_value(value) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            errors.push(format!("{at}: {key}: {error}"));
+            None
+        }
+    }
+}
+
+fn read_list(
+    section: &str,
+    value: serde_yaml::Value,
+    errors: &mut Vec<String>,
+) -> Vec<PluginConfig> {
+    let items = match value {
+        serde_yaml::Value::Sequence(items) => items,
+        _ => {
+            errors.push(format!(
+                "{FILE_NAME}: {section} must be a list (write `{section}: []` for none)"
+            ));
+            return Vec::new();
+        }
+    };
+    let mut configs = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let serde_yaml::Value::Mapping(mut fields) = item else {
+            errors.push(format!(
+                "{section}[{index}]: expected a mapping with name and file"
+            ));
+            continue;
+        };
+        let mut at = format!("{section}[{index}]");
+        let mut config = PluginConfig::default();
+        let mut complete = true;
+        match fields
+            .remove("name")
+            .map(|v| typed::<String>(&at, "name", v, errors))
+        {
+            Some(Some(name)) => {
+                at = format!("plugin {name:?}");
+                config.name = name;
+            }
+            Some(None) => complete = false,
+            None => {
+                errors.push(format!("{at}: name is missing"));
+                complete = false;
+            }
+        }
+        match fields
+            .remove("file")
+            .map(|v| typed::<String>(&at, "file", v, errors))
+        {
+            Some(Some(file)) => config.file = file,
+            Some(None) => complete = false,
+            None => {
+                errors.push(format!("{at}: file is missing"));
+                complete = false;
+            }
+        }
+        for (key, value) in fields {
+            match key.as_str() {
+                Some("config") => config.config = Some(value),
+                Some("on-error") => config.on_error = typed(&at, "on-error", value, errors),
+                Some("deadline-ms") => {
+                    config.deadline_ms = typed(&at, "deadline-ms", value, errors)
+                }
+                Some("memory-mb") => config.memory_mb = typed(&at, "memory-mb", value, errors),
+                Some("fuel") => config.fuel = typed(&at, "fuel", value, errors),
+                Some("allowed-hosts") => {
+                    config.allowed_hosts =
+                        typed(&at, "allowed-hosts", value, errors).unwrap_or_default();
+                }
+                Some("batch") => config.batch = typed(&at, "batch", value, errors),
+                Some("deliver") => config.deliver = typed(&at, "deliver", value, errors),
+                _ => errors.push(format!(
+                    "{at}: unknown key {}: expected name, file, config, on-error, deadline-ms, \
+                     memory-mb, fuel, allowed-hosts, batch or deliver",
+                    key_text(&key)
+                )),
+            }
+        }
+        // A plugin with a type error in another field is still range-checked, so its other
+        // problems are reported too (the set is refused either way).
+        if complete {
+            configs.push(config);
+        }
+    }
+    configs
 }
 
 /// A validated plugin.
@@ -106,6 +248,7 @@ pub struct PluginSpec {
 /// A validated set: predicates in order, then sinks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SetSpec {
+    pub on_error: OnError,
     pub predicates: Vec<PluginSpec>,
     pub sinks: Vec<PluginSpec>,
 }
@@ -113,11 +256,12 @@ pub struct SetSpec {
 /// Parse and validate `plugins.yaml` text; `dir` resolves the `.wasm` paths. On failure,
 /// every problem found, one message each.
 pub fn parse(dir: &Path, text: &str) -> Result<SetSpec, Vec<String>> {
-    let file: PluginsFile =
-        serde_yaml::from_str(text).map_err(|error| vec![format!("{FILE_NAME}: {error}")])?;
-    let mut errors = Vec::new();
+    let (file, mut errors) = read_file(text);
     let mut names = HashSet::new();
-    let mut set = SetSpec::default();
+    let mut set = SetSpec {
+        on_error: file.on_error.unwrap_or_default(),
+        ..SetSpec::default()
+    };
     for (kind, configs) in [
         (PluginKind::Predicate, file.predicates),
         (PluginKind::Sink, file.sinks),
@@ -266,7 +410,16 @@ sinks:
         assert_eq!(set.sinks[0].allowed_hosts, ["example.com:8080"]);
         assert_eq!(set.sinks[0].deadline_ms, DEFAULT_SINK_DEADLINE_MS);
         assert_eq!(set.sinks[0].config_json, "null");
-        assert_eq!(parse(Path::new("/p"), "").unwrap(), SetSpec::default());
+        assert_eq!(
+            parse(Path::new("/p"), "predicates: []").unwrap(),
+            SetSpec::default()
+        );
+        assert_eq!(
+            parse(Path::new("/p"), "sinks: []\n").unwrap(),
+            SetSpec::default()
+        );
+        let chain = parse(Path::new("/p"), "on-error: skip\npredicates: []").unwrap();
+        assert_eq!(chain.on_error, OnError::Skip);
     }
 
     #[test]
@@ -294,5 +447,43 @@ sinks:
         }
         assert!(parse(Path::new("/p"), "predicates: [{name: a}]").is_err());
         assert!(parse(Path::new("/p"), "unknown: 1").is_err());
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_unless_it_says_no_plugins() {
+        // A torn write or an empty ConfigMap key must not silently drop every filter.
+        for text in ["", "  \n\t\n", "# only a comment\n", "---\n"] {
+            let errors = parse(Path::new("/p"), text).unwrap_err();
+            assert!(errors[0].contains("is empty"), "{text:?}: {errors:?}");
+            assert!(errors[0].contains("predicates: []"), "{errors:?}");
+        }
+        assert!(parse(Path::new("/p"), "predicates:\n").unwrap_err()[0].contains("must be a list"));
+    }
+
+    #[test]
+    fn a_type_error_does_not_hide_the_other_problems() {
+        let text = r#"
+predicates:
+  - {name: a, file: a.wasm, deadline-ms: "fast", memory-mb: 0}
+  - {name: b, file: b.wasm, fuel: -1, deadline-ms: 999999, colour: red}
+  - {file: c.wasm}
+sinks:
+  - {name: s, file: s.wasm, batch: 0, allowed-hosts: "x"}
+on-error: maybe
+"#;
+        let all = parse(Path::new("/p"), text).unwrap_err().join("\n");
+        for expected in [
+            "plugin \"a\": deadline-ms: invalid type: string \"fast\"",
+            "plugin \"a\": memory-mb must be between",
+            "plugin \"b\": fuel: invalid value",
+            "plugin \"b\": deadline-ms must be between",
+            "plugin \"b\": unknown key colour",
+            "predicates[2]: name is missing",
+            "plugin \"s\": allowed-hosts: invalid type",
+            "plugin \"s\": batch must be between",
+            "plugins.yaml: on-error: unknown variant `maybe`",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
     }
 }
