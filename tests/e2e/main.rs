@@ -4,12 +4,17 @@
 //! One test binary, one module per area. Helpers are in `tests/support`.
 
 mod admission;
+mod backup;
 mod certs;
 mod cli;
+mod completion;
 mod deploy;
+mod dist;
 mod durability;
 mod history;
 mod plugins;
 mod query;
+mod readme;
 mod reload;
+mod scaffold;
 mod serve;

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod sinks;
 pub mod spec;
 
