@@ -30,11 +30,14 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 # Generated (gitignored): deploys $(DEPLOY_DIR) with $(IMAGE), without editing tracked files.
 OVERLAY := .local/deploy
 
-.PHONY: help run test plugins image push manifests deploy undeploy FORCE
+.PHONY: help run test demo readme-examples dist plugins image push manifests deploy undeploy FORCE
 
 help:
 	@echo 'make run        build and run the server locally (self-signed certificate)'
 	@echo 'make test       the whole test suite (scripts/test.sh)'
+	@echo 'make demo       post the scripted demo history to the server of `make run`'
+	@echo 'make readme-examples  rewrite the README'"'"'s console examples from a fresh demo run'
+	@echo 'make dist       kubectl-blame release archives, SHA256SUMS and the krew manifest in dist/'
 	@echo 'make plugins    build the shipped plugins into $(PLUGIN_DIR) for the ConfigMap'
 	@echo 'make image      build the image $(IMAGE)'
 	@echo 'make push       push it'
@@ -47,6 +50,20 @@ run:
 
 test:
 	./scripts/test.sh
+
+demo:
+	$(CARGO) run --release -p logistis -- demo
+
+# The README's ```console blocks, replayed against a fresh server fed by `logistis demo` and
+# rewritten in place (tests/e2e/readme.rs); review the diff before committing.
+readme-examples:
+	LOGISTIS_UPDATE_README=1 $(CARGO) test -p logistis-e2e --test e2e -- readme::
+
+# Release archives of kubectl-blame for krew (scripts/dist.sh says what it builds and why a
+# platform is skipped). DIST_DIR, DIST_PROFILE, RELEASE_URL and VERSION pass through.
+export DIST_DIR DIST_PROFILE RELEASE_URL VERSION
+dist:
+	CARGO=$(CARGO) ./scripts/dist.sh
 
 # Quiet but for cargo's own progress (on stderr), so that `make manifests > all.yaml` works.
 plugins:
@@ -77,15 +94,24 @@ $(OVERLAY)/kustomization.yaml: FORCE
 	  '    newTag: "$(IMAGE_TAG)"' \
 	  > $@
 
+# Rendered to a file first: `make manifests | head` closes the pipe early, and `cat` dying of
+# SIGPIPE (status 141) is then the expected end, not an error.
 manifests: plugins $(OVERLAY)/kustomization.yaml
-	@$(KUBECTL) kustomize $(OVERLAY)
+	@$(KUBECTL) kustomize $(OVERLAY) > $(OVERLAY)/manifests.yaml
+	@cat $(OVERLAY)/manifests.yaml 2>/dev/null || [ $$? -eq 141 ]
 
 # Server-side apply: the plugin ConfigMap (~0.8 MiB) is far larger than the 256 KiB that
 # client-side apply's last-applied-configuration annotation may hold.
 deploy: plugins $(OVERLAY)/kustomization.yaml
 	$(KUBECTL) apply --server-side $(KUBECTL_APPLY_ARGS) -k $(OVERLAY)
 
-undeploy: plugins $(OVERLAY)/kustomization.yaml
-	$(KUBECTL) delete --ignore-not-found -k $(OVERLAY)
+# Deleting needs the objects' names, not the plugins: a plugin that is not built is rendered
+# from an empty placeholder, removed again afterwards.
+undeploy: $(OVERLAY)/kustomization.yaml
+	@placeholders=""; for p in $(PLUGINS); do f="$(PLUGIN_DIR)/$$p.wasm"; \
+	  [ -e "$$f" ] || { : > "$$f"; placeholders="$$placeholders $$f"; }; done; \
+	echo "$(KUBECTL) delete --ignore-not-found -k $(OVERLAY)"; \
+	$(KUBECTL) delete --ignore-not-found -k $(OVERLAY); status=$$?; \
+	rm -f $$placeholders; exit $$status
 
 FORCE:

@@ -25,9 +25,11 @@ if [ "$(componentize-py --version 2>/dev/null | awk '{print $2}')" != "$componen
     run python3 -m pip install --quiet "componentize-py==$componentize_py_version"
 fi
 
-# package-lock-free but exact: versions are pinned in package.json (with the preview2-shim
-# override that jco 1.35 needs to read the source file).
+# Exactly the committed package-lock.json (`npm ci` never rewrites it, so the tree stays
+# clean): jco and componentize-js pinned in package.json, with the preview2-shim override
+# that jco 1.35 needs to read the source file. After changing package.json, refresh the lock
+# with `npm install --prefix plugins/predicate-js` and commit it.
 js="$root/plugins/predicate-js"
-if [ ! -x "$js/node_modules/.bin/jco" ]; then
-    run npm install --prefix "$js" --no-audit --no-fund --loglevel=error
+if [ ! -x "$js/node_modules/.bin/jco" ] || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+    run npm ci --prefix "$js" --no-audit --no-fund --loglevel=error
 fi

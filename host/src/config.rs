@@ -147,6 +147,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGISTIS_RECORD_NOISE")]
     pub record_noise: bool,
 
+    /// Serve GET /api/v1/backup on the query listener (the whole history, for `logistis store
+    /// backup`); off by default
+    #[arg(long, env = "LOGISTIS_ALLOW_BACKUP")]
+    pub allow_backup: bool,
+
     /// Largest accepted AdmissionReview body (e.g. 16Mi) [default: 16Mi]
     #[arg(long, env = "LOGISTIS_MAX_BODY_SIZE", value_name = "BYTES")]
     pub max_body_size: Option<String>,
@@ -272,6 +277,8 @@ pub struct Settings {
     pub connections: crate::http::serve::ConnectionLimits,
     /// Bytes of review bodies held at once by the webhook.
     pub inflight_body_bytes: usize,
+    /// `GET /api/v1/backup` answers (`--allow-backup`).
+    pub allow_backup: bool,
 }
 
 /// A setting that cannot be used; the message names the flag and the fix.
@@ -322,6 +329,7 @@ impl ServeArgs {
             max_store_size: self.max_store_size.or(file.max_store_size),
             record_dry_run: self.record_dry_run || file.record_dry_run,
             record_noise: self.record_noise || file.record_noise,
+            allow_backup: self.allow_backup || file.allow_backup,
             max_body_size: self.max_body_size.or(file.max_body_size),
             plugins_dir: self.plugins_dir.or(file.plugins_dir),
             plugins_cache_dir: self.plugins_cache_dir.or(file.plugins_cache_dir),
@@ -555,6 +563,7 @@ impl ServeArgs {
             confirm,
             connections,
             inflight_body_bytes: usize::try_from(inflight_body_bytes).unwrap_or(usize::MAX),
+            allow_backup: self.allow_backup,
         })
     }
 

@@ -14,6 +14,9 @@
 //! - [`tls`] and [`certs`]: the listeners' certificate — from files, self-signed, or managed
 //!   by the server itself in a Kubernetes Secret with the webhook's caBundle kept current.
 //! - [`server`]: wires them together and shuts them down in order.
+//! - [`demo`]: `logistis demo`, a scripted history posted to a running server.
+//! - [`store_commands`]: `logistis store backup|restore` (through the server's backup
+//!   endpoint, and offline).
 //!
 //! `http` calls the others; `admission`, `plugins` and `store` never import `http`.
 
@@ -21,6 +24,7 @@ pub mod admission;
 pub mod certs;
 pub mod config;
 pub mod confirm;
+pub mod demo;
 pub mod hash_key;
 pub mod history;
 pub mod http;
@@ -29,5 +33,6 @@ pub mod plugins;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod store_commands;
 pub mod telemetry;
 pub mod tls;

@@ -25,19 +25,37 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Try a plugin outside the server: replay a review through it, or measure its cost
     Plugin(logistis::plugins::cli::PluginArgs),
+    /// Post a scripted history by several users to a running server, to try `kubectl blame`
+    Demo(logistis::demo::DemoArgs),
+    /// Back up a running server's store, or restore a backup into a new data directory
+    Store(logistis::store_commands::StoreArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Demo(args) => match logistis::demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {}", logistis::telemetry::chain(error.as_ref()));
+                ExitCode::FAILURE
+            }
+        },
+        Command::Store(args) => match logistis::store_commands::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {}", logistis::telemetry::chain(error.as_ref()));
+                ExitCode::FAILURE
+            }
+        },
         Command::Plugin(args) => {
             // Guest log lines go through tracing: show them on stderr.
             logistis::telemetry::init(logistis::telemetry::LogFormat::Text);
             match logistis::plugins::cli::run(args) {
                 Ok(code) => code,
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    eprintln!("error: {}", logistis::telemetry::chain(error.as_ref()));
                     ExitCode::FAILURE
                 }
             }
@@ -78,7 +96,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "logistis failed");
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", logistis::telemetry::chain(error.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -172,7 +172,9 @@ pub async fn run(
     let query = tokio::spawn(http::serve::serve(
         "query",
         query_listener,
-        http::query_router(state.clone()),
+        http::query_router(state.clone()).layer(axum::Extension(http::backup::BackupEndpoint {
+            enabled: settings.allow_backup,
+        })),
         query_tls,
         settings.connections,
         connection_metrics,

@@ -31,13 +31,46 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// An error and its sources on one line: `outer: inner: innermost`.
+/// An error and its sources on one line: `outer: inner: innermost`. A source whose text the
+/// message before it already quotes (many library errors include their source's text) is
+/// not repeated.
 pub fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
+    let mut previous = text.clone();
     let mut source = error.source();
     while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
+        let current = cause.to_string();
+        if !previous.contains(&current) {
+            let _ = write!(text, ": {current}");
+            previous = current;
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open the store: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot start")]
+    struct Plain(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        assert_eq!(
+            chain(&Quoting(io())),
+            "cannot open the store: No such file or directory"
+        );
+        assert_eq!(
+            chain(&Plain(io())),
+            "cannot start: No such file or directory"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 
 mod cert_manager;
 mod manifests;
+mod observability;
 mod packaging;
 mod server;
 mod validators;

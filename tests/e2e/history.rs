@@ -225,7 +225,7 @@ async fn a_recreated_object_starts_a_new_generation() {
     let deleted = server.get_ok(&format!("{WEB}/versions/5")).await.unwrap();
     assert_eq!(deleted["deleted"], true);
     // The object as deleted: the DELETE review's oldObject.
-    assert_eq!(deleted["object"]["spec"]["replicas"], 5);
+    assert_eq!(deleted["object"]["spec"]["replicas"], 0);
     let across = server
         .get_ok(&format!("{WEB}/diff?from=4&to=6&path=spec.replicas"))
         .await

@@ -5,14 +5,19 @@
 
 mod admission;
 mod apiserver;
+mod backup;
 mod certs;
 mod cli;
+mod completion;
 mod confirm;
 mod deploy;
+mod dist;
 mod durability;
 mod faults;
 mod history;
 mod plugins;
 mod query;
+mod readme;
 mod reload;
+mod scaffold;
 mod serve;

@@ -37,12 +37,34 @@ pub fn shared_fixtures() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
+/// The file `scripts/test.sh` collects skips in (one line each), to list them after the
+/// test runner's summary, which would otherwise swallow them with the test's output.
+pub const SKIPPED_LOG_ENV: &str = "LOGISTIS_SKIPPED_LOG";
+
+/// Report that (part of) a test did not run, and why: on stderr, and in the skip log when
+/// `scripts/test.sh` runs the suite.
+pub fn skipped(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(path) = std::env::var_os(SKIPPED_LOG_ENV) {
+        use std::io::Write;
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(log, "{test}: {reason}");
+        }
+    }
+}
+
 /// Say clearly that a corpus test had nothing to run on.
 pub fn skip_without_corpus(test: &str) -> Option<PathBuf> {
     let dir = shared_fixtures();
     if dir.is_none() {
-        eprintln!(
-            "SKIPPED {test}: ../shared/fixtures is not beside the repository (the real-payload corpus); the hand-written fixtures still ran"
+        skipped(
+            test,
+            "../shared/fixtures is not beside the repository (the real-payload corpus); the \
+             hand-written fixtures still ran",
         );
     }
     dir
@@ -442,4 +464,24 @@ pub fn with_uid(review: &Value, uid: &str) -> Value {
     let mut review = review.clone();
     review["request"]["uid"] = json!(uid);
     review
+}
+
+/// Posts the `logistis demo` history to `server` (the real command), insisting on success.
+pub fn post_demo(server: &Server) {
+    let output = Command::new(cargo_bin("logistis", "logistis"))
+        .args([
+            "demo",
+            "--webhook",
+            &server.webhook_url,
+            "--certificate-authority",
+        ])
+        .arg(&server.ca_path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("logistis demo runs");
+    assert!(
+        output.status.success(),
+        "logistis demo failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

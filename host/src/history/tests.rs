@@ -19,11 +19,30 @@ fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/admission")
 }
 
+/// Report a part that did not run: on stderr, and in the skip log `scripts/test.sh` lists
+/// after the test runner's summary (`LOGISTIS_SKIPPED_LOG`, as in the e2e tests' `skipped`).
+fn skipped(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(path) = std::env::var_os("LOGISTIS_SKIPPED_LOG") {
+        use std::io::Write;
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(log, "{test}: {reason}");
+        }
+    }
+}
+
 /// A fixture file's request (the files hold either a whole review or the bare request).
 fn fixture_request(name: &str) -> Option<Value> {
     let path = fixtures_dir().join(name);
     let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipping the fixture part: {} is absent", path.display());
+        skipped(
+            &format!("history::tests (fixture {name})"),
+            &format!("{} is absent (the real-payload corpus)", path.display()),
+        );
         return None;
     };
     let value: Value = serde_json::from_str(&text).expect("fixture is JSON");
@@ -385,7 +404,13 @@ fn the_fixture_deployment_replays_exactly() {
 #[test]
 fn blame_text_is_serde_yaml_for_every_fixture_object() {
     let Ok(entries) = std::fs::read_dir(fixtures_dir()) else {
-        eprintln!("skipping: {} is absent", fixtures_dir().display());
+        skipped(
+            "history::tests::blame_text_is_serde_yaml_for_every_fixture_object",
+            &format!(
+                "{} is absent (the real-payload corpus)",
+                fixtures_dir().display()
+            ),
+        );
         return;
     };
     let mut checked = 0;

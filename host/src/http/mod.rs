@@ -5,6 +5,7 @@
 //! Handlers are thin: they parse, call `admission`, `plugins` or `store`, and map errors to
 //! [`ApiError`]. [`serve`] owns sockets, TLS and graceful shutdown.
 
+pub mod backup;
 pub mod error;
 mod health;
 mod objects;
@@ -70,6 +71,7 @@ pub fn query_router(state: AppState) -> Router {
         .route("/api/v1/namespaces", get(query::namespaces))
         .merge(objects::routes())
         .route("/api/v1/plugins", get(health::plugins))
+        .route("/api/v1/backup", get(backup::backup))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -36,6 +36,8 @@ enum Command {
     Run(RunArgs),
     /// Measure a plugin's per-call cost on an AdmissionReview
     Bench(BenchArgs),
+    /// Create a predicate plugin project (Rust, Python or JavaScript) that builds and runs
+    New(super::scaffold::NewArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -87,6 +89,14 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Run(args) => run_once(args),
         Command::Bench(args) => bench(args),
+        Command::New(args) => {
+            let dir = super::scaffold::run(args)?;
+            println!(
+                "Created {}: see its README.md (test, `sh build.sh`, `logistis plugin run`).",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

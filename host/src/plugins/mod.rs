@@ -34,6 +34,7 @@ pub mod last_good;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod sinks;
 pub mod spec;
 

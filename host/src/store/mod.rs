@@ -14,6 +14,7 @@
 //! (callers on an async runtime wrap them in `spawn_blocking`). Kinds are stored lower-case
 //! in keys so that `kind` matches case-insensitively.
 
+pub mod backup;
 pub mod keys;
 mod query;
 mod record;

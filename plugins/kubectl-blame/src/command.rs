@@ -106,7 +106,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Target::Object { kind, name } => (kind, Some(name.clone())),
     };
 
-    let kind = resolve_kind(kind, &connection).await?;
+    let kind = resolve_kind(kind, &connection, cli.connection.server.is_some()).await?;
     let namespace = if !kind.namespaced {
         Some(String::new())
     } else if cli.all_namespaces {
@@ -183,13 +183,20 @@ fn question(cli: &Cli, target: &Target) -> Result<Question> {
 }
 
 /// Built-in names first (they mean the same in every cluster and cost nothing), then API
-/// discovery, then a `Kind.group` taken as written.
-async fn resolve_kind(input: &str, connection: &Connection) -> Result<KindInfo, UnknownKind> {
+/// discovery, then a `Kind.group` taken as written. With `--server` (`direct`) discovery is
+/// not tried: the kubeconfig's cluster need not be the one Logistis records, and asking it
+/// would wait on a cluster that may not even be reachable.
+async fn resolve_kind(
+    input: &str,
+    connection: &Connection,
+    direct: bool,
+) -> Result<KindInfo, UnknownKind> {
     let query = KindQuery::parse(input);
     if let Some(kind) = kinds::resolve(&kinds::built_in(), &query) {
         return Ok(kind.clone());
     }
     let sources = match &connection.kube {
+        _ if direct => Sources::BuiltInWithServer,
         Some(client) => match discovery::discover(client).await {
             Ok(found) => {
                 if let Some(kind) = kinds::resolve(&found, &query) {
@@ -209,8 +216,13 @@ async fn resolve_kind(input: &str, connection: &Connection) -> Result<KindInfo, 
         input: input.to_owned(),
         sources,
     })?;
+    let why = if direct {
+        "is not in the built-in table"
+    } else {
+        "is not served by the cluster"
+    };
     note(&format!(
-        "{} is not served by the cluster; asking for its recorded history as written.",
+        "{} {why}; asking for its recorded history as written.",
         kind.qualified()
     ));
     Ok(kind)

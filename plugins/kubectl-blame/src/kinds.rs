@@ -391,7 +391,12 @@ pub fn pass_through(query: &KindQuery) -> Option<KindInfo> {
 /// Where the names came from, for the "unknown kind" message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sources {
-    BuiltInOnly { discovery_error: Option<String> },
+    BuiltInOnly {
+        discovery_error: Option<String>,
+    },
+    /// With `--server` the kubeconfig's cluster is not asked: it may not be the one that
+    /// Logistis records.
+    BuiltInWithServer,
     BuiltInAndDiscovery,
 }
 
@@ -410,6 +415,10 @@ impl fmt::Display for Sources {
             Sources::BuiltInOnly {
                 discovery_error: None,
             } => f.write_str("the built-in table does not know it (no cluster to ask)"),
+            Sources::BuiltInWithServer => f.write_str(
+                "the built-in table does not know it (with --server, no cluster's API discovery \
+                 is asked)",
+            ),
         }
     }
 }

@@ -10,12 +10,15 @@
 //!   kubeconfig or directly with `--server`; [`query`]: the endpoints as typed calls.
 //! - [`render`]: tables, patches, diffs and the blame view; [`time`] and [`color`]: ages like
 //!   `35m`, and colour only where it helps.
+//! - [`completion`]: shell completion, for kubectl's plugin completion
+//!   (`kubectl_complete-blame`) and for `kubectl blame completion bash|zsh|fish`.
 //!
 //! The query API's types come from `logistis-api`, so this binary never links the server.
 
 mod cli;
 mod color;
 mod command;
+mod completion;
 mod discovery;
 mod kinds;
 mod query;
@@ -33,6 +36,23 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 3;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    // kubectl 1.26+ completes `kubectl blame …` by running `kubectl_complete-blame …`: the
+    // shipped script runs `kubectl-blame __complete …`, and a copy or link of this binary under
+    // that name answers directly.
+    let invoked_as = args
+        .first()
+        .and_then(|arg0| std::path::Path::new(arg0).file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
+    if invoked_as.starts_with("kubectl_complete-") {
+        return complete(&args[1..]);
+    }
+    match args.get(1).map(String::as_str) {
+        Some("__complete") => return complete(&args[2..]),
+        Some("completion") => return completion_script(&args[2..]),
+        _ => {}
+    }
     let cli = cli::Cli::parse();
     // kube's TLS config asks rustls for the process default; name it so that a dependency
     // enabling a second provider cannot make that choice ambiguous.
@@ -50,10 +70,79 @@ fn main() -> ExitCode {
     match runtime.block_on(command::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", message(&error));
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()
+}
+
+/// Answers a completion request; never fails (an error completes nothing).
+fn complete(words: &[String]) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let words = if words.is_empty() {
+        vec![String::new()]
+    } else {
+        words.to_vec()
+    };
+    let (candidates, directive) = match runtime() {
+        Some(runtime) => runtime.block_on(completion::complete(&words)),
+        None => (Vec::new(), completion::DIRECTIVE_NO_FILE_COMP),
+    };
+    print!("{}", completion::render(&candidates, directive));
+    ExitCode::SUCCESS
+}
+
+/// `kubectl blame completion bash|zsh|fish`.
+fn completion_script(args: &[String]) -> ExitCode {
+    match args {
+        [shell] => match completion::script(shell) {
+            Some(script) => {
+                print!("{script}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("error: no completion for {shell:?}: use bash, zsh or fish");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        _ => {
+            eprintln!(
+                "usage: kubectl blame completion bash|zsh|fish\n\n\
+                 kubectl 1.26 and later complete `kubectl blame` through the executable \
+                 kubectl_complete-blame on PATH (in the release archive); this script is for \
+                 `kubectl-blame` run on its own: source <(kubectl blame completion bash)"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The error and its causes on one line, `outer: inner`, without repeating a cause that the
+/// message before it already quotes (kube's kubeconfig errors include their source's text,
+/// which would otherwise read `No such file or directory (os error 2): No such file or
+/// directory (os error 2)`).
+fn message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let current = cause.to_string();
+        if !previous.is_empty() && previous.contains(&current) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&current);
+        previous = current;
+    }
+    text
 }
 
 /// Maps the first error in the chain that says what kind of failure this is.
@@ -102,5 +191,20 @@ mod tests {
         let missing = anyhow::Error::from(command::NotFound("x".into()));
         assert_eq!(exit_code(&missing), EXIT_NOT_FOUND);
         assert_eq!(exit_code(&anyhow::anyhow!("disk on fire")), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn messages_do_not_repeat_a_cause_already_quoted() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to read kubeconfig from 'x': {0}")]
+        struct Quoting(#[source] std::io::Error);
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::from(Quoting(io)).context("could not load the kubeconfig");
+        assert_eq!(
+            message(&error),
+            "could not load the kubeconfig: failed to read kubeconfig from 'x': no such file"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(message(&plain), "outer: inner");
     }
 }

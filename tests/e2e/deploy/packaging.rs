@@ -448,3 +448,92 @@ fn readme_local_overlay_adds_a_plugin_to_the_configmap() {
     expected.insert("only-prod.wasm".into());
     assert_eq!(files, expected);
 }
+
+/// A `kubectl` stand-in for the make targets: `delete -k DIR` renders DIR with the real
+/// `kubectl kustomize` (what a real delete does first) and logs the call; nothing reaches a
+/// cluster.
+fn kubectl_stand_in(dir: &Path) -> std::path::PathBuf {
+    let script = dir.join("kubectl-stand-in");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"$@\" >> \"$0.log\"\n\
+         if [ \"$1\" = delete ]; then shift; while [ \"$1\" != -k ]; do shift; done; \
+         exec kubectl kustomize \"$2\" > /dev/null; fi\nexec kubectl \"$@\"\n",
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&script, permissions).unwrap();
+    script
+}
+
+/// `make undeploy` deletes what `make deploy` applied without building a plugin: the
+/// plugins that are not there are rendered from placeholders, which are removed again.
+#[test]
+fn make_undeploy_needs_no_plugins_built() {
+    let copy = checkout();
+    let root = copy.path();
+    for name in plugin_names() {
+        std::fs::remove_file(root.join(format!("deploy/base/plugins/{name}.wasm"))).unwrap();
+    }
+    let kubectl = kubectl_stand_in(root);
+    let output = Command::new("make")
+        .current_dir(root)
+        .args(["undeploy", "CARGO=false"])
+        .arg(format!("KUBECTL={}", kubectl.display()))
+        .env_remove("MAKEFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "make undeploy:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log = std::fs::read_to_string(kubectl.with_extension("log")).unwrap_or_default();
+    assert_eq!(log.trim(), "delete --ignore-not-found -k .local/deploy");
+    for name in plugin_names() {
+        assert!(
+            !root
+                .join(format!("deploy/base/plugins/{name}.wasm"))
+                .exists(),
+            "the placeholder for {name} is removed"
+        );
+    }
+}
+
+/// `make manifests | head` ends quietly: the closed pipe is not reported as an error.
+#[test]
+fn make_manifests_into_a_closed_pipe_ends_quietly() {
+    let copy = checkout();
+    let root = copy.path();
+    // `make plugins` copies from the cargo target dir: point it at the freshly built ones.
+    let target = root.join("built");
+    let plugin_dir = target.join("wasm32-wasip2/plugin");
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    for name in plugin_names() {
+        std::fs::copy(
+            root.join(format!("deploy/base/plugins/{name}.wasm")),
+            plugin_dir.join(format!("logistis_plugin_{}.wasm", name.replace('-', "_"))),
+        )
+        .unwrap();
+    }
+    let output = Command::new("bash")
+        .current_dir(root)
+        .arg("-c")
+        .arg(format!(
+            "make manifests CARGO=true TARGET_DIR={} | head -n 2; exit ${{PIPESTATUS[0]}}",
+            target.display()
+        ))
+        .env_remove("MAKEFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "make failed: {stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "make manifests | head printed: {stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 2);
+}

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use logistis_e2e::{own_fixtures, reviews_in, shared_fixtures};
+use logistis_e2e::{own_fixtures, reviews_in, shared_fixtures, skipped};
 use serde_json::{Value, json};
 
 use super::{Variant, render};
@@ -39,9 +39,10 @@ fn kubernetes_validate(text: &str) -> (bool, String) {
 #[test]
 fn manifests_pass_the_kubernetes_schemas() {
     if !installed(Command::new("python3").args(["-m", "kubernetes_validate", "--version"])) {
-        eprintln!(
-            "SKIPPED manifests_pass_the_kubernetes_schemas: kubernetes-validate is not installed \
-             (pip install kubernetes-validate; scripts/test.sh does)"
+        skipped(
+            "manifests_pass_the_kubernetes_schemas",
+            "kubernetes-validate is not installed (pip install kubernetes-validate; \
+             scripts/test.sh does)",
         );
         return;
     }
@@ -104,9 +105,9 @@ const NOISE: [(&str, &str); 10] = [
 #[test]
 fn match_conditions_drop_the_noise_and_keep_every_change() {
     if !installed(Command::new("python3").args(["-c", "import celpy"])) {
-        eprintln!(
-            "SKIPPED match_conditions_drop_the_noise_and_keep_every_change: cel-python is not \
-             installed (pip install cel-python; scripts/test.sh does)"
+        skipped(
+            "match_conditions_drop_the_noise_and_keep_every_change",
+            "cel-python is not installed (pip install cel-python; scripts/test.sh does)",
         );
         return;
     }
