@@ -196,19 +196,19 @@ async fn resolve_kind(
         return Ok(kind.clone());
     }
     let sources = match &connection.kube {
-        _ if direct => Sources::BuiltInWithServer,
+        _ if direct => Sources::ServerGiven,
         Some(client) => match discovery::discover(client).await {
             Ok(found) => {
                 if let Some(kind) = kinds::resolve(&found, &query) {
                     return Ok(kind.clone());
                 }
-                Sources::BuiltInAndDiscovery
+                Sources::Discovered
             }
-            Err(error) => Sources::BuiltInOnly {
+            Err(error) => Sources::Unreached {
                 discovery_error: Some(format!("{:#}", anyhow::Error::from(error))),
             },
         },
-        None => Sources::BuiltInOnly {
+        None => Sources::Unreached {
             discovery_error: connection.kube_error.clone(),
         },
     };

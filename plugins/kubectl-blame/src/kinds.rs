@@ -388,34 +388,37 @@ pub fn pass_through(query: &KindQuery) -> Option<KindInfo> {
     })
 }
 
-/// Where the names came from, for the "unknown kind" message.
+/// Where the names came from (the built-in table, and discovery), for the "unknown kind"
+/// message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sources {
-    BuiltInOnly {
+    /// The built-in table only: discovery was not reached (or failed, with why).
+    Unreached {
         discovery_error: Option<String>,
     },
     /// With `--server` the kubeconfig's cluster is not asked: it may not be the one that
     /// Logistis records.
-    BuiltInWithServer,
-    BuiltInAndDiscovery,
+    ServerGiven,
+    /// The built-in table and the cluster's discovery.
+    Discovered,
 }
 
 impl fmt::Display for Sources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Sources::BuiltInAndDiscovery => {
+            Sources::Discovered => {
                 f.write_str("neither the cluster's API discovery nor the built-in table knows it")
             }
-            Sources::BuiltInOnly {
+            Sources::Unreached {
                 discovery_error: Some(error),
             } => write!(
                 f,
                 "the built-in table does not know it and API discovery failed: {error}"
             ),
-            Sources::BuiltInOnly {
+            Sources::Unreached {
                 discovery_error: None,
             } => f.write_str("the built-in table does not know it (no cluster to ask)"),
-            Sources::BuiltInWithServer => f.write_str(
+            Sources::ServerGiven => f.write_str(
                 "the built-in table does not know it (with --server, no cluster's API discovery \
                  is asked)",
             ),
@@ -541,7 +544,7 @@ mod tests {
     fn unknown_kind_says_where_it_looked() {
         let error = UnknownKind {
             input: "wigdet".into(),
-            sources: Sources::BuiltInOnly {
+            sources: Sources::Unreached {
                 discovery_error: Some("connection refused".into()),
             },
         };
