@@ -157,7 +157,11 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
             .get(header::ALLOW)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        format!("method {method} is not allowed here (allowed: {allowed})")
+        if allowed.is_empty() {
+            format!("method {method} is not allowed here")
+        } else {
+            format!("method {method} is not allowed here (allowed: {allowed})")
+        }
     } else if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
