@@ -1,6 +1,8 @@
 //! Serving a router on a socket: accept, TLS handshake (with a deadline, so a silent client
 //! cannot hold a task), HTTP/1.1 or HTTP/2, and graceful shutdown — stop accepting, let
-//! in-flight requests finish (bounded by [`DRAIN_TIMEOUT`]).
+//! in-flight requests finish (bounded by [`DRAIN_TIMEOUT`]). The client certificate chain a
+//! connection presented, if any, goes into every request's extensions as
+//! [`PeerCertificates`] for the handlers that authenticate by it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::tls::PeerCertificates;
 
 /// Longest a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +49,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -64,6 +69,19 @@ pub async fn serve(
                             return;
                         }
                     };
+                    let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
+                        PeerCertificates(std::sync::Arc::new(
+                            chain.iter().map(|c| c.clone().into_owned()).collect(),
+                        ))
+                    });
+                    let service = TowerToHyperService::new(router.map_request(
+                        move |mut request: http::Request<hyper::body::Incoming>| {
+                            if let Some(certificates) = &certificates {
+                                request.extensions_mut().insert(certificates.clone());
+                            }
+                            request
+                        },
+                    ));
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
@@ -71,6 +89,7 @@ pub async fn serve(
                     }
                 }
                 None => {
+                    let service = TowerToHyperService::new(router);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
