@@ -37,6 +37,18 @@ pub const DEFAULT_WEBHOOK_CONFIGURATION: &str = "logistis";
 pub const SERVICE_ACCOUNT_NAMESPACE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
+/// Who may read the query listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryAuth {
+    /// nobody is asked who they are: only allowed on a loopback address
+    #[default]
+    None,
+    /// authentication and RBAC delegated to the Kubernetes API server (front-proxy
+    /// certificates, TokenReview, SubjectAccessReview), as an aggregated API server does
+    Kubernetes,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DurabilityArg {
@@ -67,6 +79,27 @@ pub struct ServeArgs {
     /// Address of the query API, health and metrics listener [default: 127.0.0.1:8081]
     #[arg(long, env = "LOGISTIS_QUERY_LISTEN", value_name = "ADDR")]
     pub query_listen: Option<SocketAddr>,
+
+    /// Authentication of the query listener: `kubernetes` (required on any non-loopback
+    /// address) or `none` [default: none]
+    #[arg(long, env = "LOGISTIS_QUERY_AUTH", value_enum, value_name = "MODE")]
+    pub query_auth: Option<QueryAuth>,
+
+    /// PEM CA that must have signed the client certificate of whoever posts reviews (the
+    /// API server, configured with an AdmissionConfiguration kubeconfig); others get 401/403
+    #[arg(long, env = "LOGISTIS_WEBHOOK_CLIENT_CA", value_name = "FILE")]
+    pub webhook_client_ca: Option<PathBuf>,
+
+    /// Common names accepted in that client certificate (comma-separated; empty: any name
+    /// the CA signed)
+    #[arg(
+        long,
+        env = "LOGISTIS_WEBHOOK_CLIENT_ALLOWED_NAMES",
+        value_name = "NAMES",
+        value_delimiter = ',',
+        requires = "webhook_client_ca"
+    )]
+    pub webhook_client_allowed_names: Vec<String>,
 
     /// Serve the query listener over plain HTTP (only allowed on a loopback address)
     #[arg(long, env = "LOGISTIS_QUERY_PLAIN_HTTP")]
@@ -257,6 +290,14 @@ pub enum TlsSource {
     Managed(CertSettings),
 }
 
+/// `--webhook-client-ca`: who may post reviews.
+#[derive(Debug, Clone)]
+pub struct WebhookClientAuth {
+    pub ca: crate::tls::ClientCa,
+    pub ca_path: PathBuf,
+    pub allowed_names: Vec<String>,
+}
+
 /// Validated settings for `serve`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -264,6 +305,8 @@ pub struct Settings {
     pub webhook_listen: SocketAddr,
     pub query_listen: SocketAddr,
     pub query_plain_http: bool,
+    pub query_auth: QueryAuth,
+    pub webhook_client: Option<WebhookClientAuth>,
     pub tls: TlsSource,
     pub store: StoreSettings,
     pub policy: Policy,
@@ -313,6 +356,13 @@ impl ServeArgs {
             webhook_listen: self.webhook_listen.or(file.webhook_listen),
             query_listen: self.query_listen.or(file.query_listen),
             query_plain_http: self.query_plain_http || file.query_plain_http,
+            query_auth: self.query_auth.or(file.query_auth),
+            webhook_client_ca: self.webhook_client_ca.or(file.webhook_client_ca),
+            webhook_client_allowed_names: if self.webhook_client_allowed_names.is_empty() {
+                file.webhook_client_allowed_names
+            } else {
+                self.webhook_client_allowed_names
+            },
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             self_signed: self.self_signed || file.self_signed,
@@ -406,6 +456,33 @@ impl ServeArgs {
                 "--query-plain-http is only allowed on a loopback address, not {query_listen}"
             )));
         }
+        let query_auth = self.query_auth.unwrap_or_default();
+        if query_auth == QueryAuth::None && !query_listen.ip().is_loopback() {
+            return Err(invalid(format!(
+                "the query listener {query_listen} is not on loopback: add --query-auth kubernetes (readers authenticated and authorized by the cluster's RBAC) or listen on 127.0.0.1"
+            )));
+        }
+        let webhook_client = match &self.webhook_client_ca {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|error| {
+                    invalid(format!("--webhook-client-ca {}: {error}", path.display()))
+                })?;
+                let ca = crate::tls::ClientCa::from_pem(&pem).map_err(|error| {
+                    invalid(format!("--webhook-client-ca {}: {error}", path.display()))
+                })?;
+                Some(WebhookClientAuth {
+                    ca,
+                    ca_path: path.clone(),
+                    allowed_names: self
+                        .webhook_client_allowed_names
+                        .iter()
+                        .map(|n| n.trim().to_owned())
+                        .filter(|n| !n.is_empty())
+                        .collect(),
+                })
+            }
+        };
         let tls = if let Some(managed) = managed {
             TlsSource::Managed(managed)
         } else {
@@ -527,6 +604,8 @@ impl ServeArgs {
             webhook_listen,
             query_listen,
             query_plain_http: self.query_plain_http,
+            query_auth,
+            webhook_client,
             tls,
             store: StoreSettings {
                 durability: match self.durability.unwrap_or(DurabilityArg::Sync) {

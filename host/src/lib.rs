@@ -13,6 +13,8 @@
 //!   or `phantom`; changes no review explains recorded as `observed`.
 //! - [`tls`] and [`certs`]: the listeners' certificate — from files, self-signed, or managed
 //!   by the server itself in a Kubernetes Secret with the webhook's caBundle kept current.
+//! - [`auth`]: who is asking on the query listener and what they may read, delegated to the
+//!   Kubernetes API server (front-proxy certificates, TokenReview, SubjectAccessReview).
 //! - [`server`]: wires them together and shuts them down in order.
 //! - [`demo`]: `logistis demo`, a scripted history posted to a running server.
 //! - [`store_commands`]: `logistis store backup|restore` (through the server's backup
@@ -21,6 +23,7 @@
 //! `http` calls the others; `admission`, `plugins` and `store` never import `http`.
 
 pub mod admission;
+pub mod auth;
 pub mod certs;
 pub mod config;
 pub mod confirm;

@@ -50,6 +50,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     status: u16,
@@ -75,6 +80,7 @@ pub struct Metrics {
     retention_removed: Counter,
     write_batches: Counter,
     write_errors: Counter,
+    webhook_client_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -130,7 +136,14 @@ impl Metrics {
             "Failed group commits",
             write_errors.clone(),
         );
+        let webhook_client_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "webhook_client_refused",
+            "Reviews refused (never recorded) because the client certificate was missing, untrusted or not an allowed name (--webhook-client-ca)",
+            webhook_client_refused.clone(),
+        );
         Metrics {
+            webhook_client_refused,
             registry,
             admission_duration,
             reviews,
@@ -153,6 +166,13 @@ impl Metrics {
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.label(),
             })
+            .inc();
+    }
+
+    /// A review refused by client authentication: `missing`, `untrusted` or `name`.
+    pub fn webhook_client_refused(&self, reason: &'static str) {
+        self.webhook_client_refused
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{KindTable, Redactor};
-use crate::config::{Settings, TlsSource};
+use crate::auth::Auth;
+use crate::config::{QueryAuth, Settings, TlsSource};
 use crate::http::{self, AdmissionContext, AppState};
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
@@ -65,6 +66,17 @@ pub async fn run(
         }
     };
     let tls_config = tls::server_config(resolver.clone())?;
+    // A listener that authenticates by client certificate asks for one (without requiring
+    // it: the refusal is an HTTP answer with a reason).
+    let client_cert_config = tls::server_config_requesting_client_certs(resolver.clone())?;
+    let query_authenticated = settings.query_auth == QueryAuth::Kubernetes;
+    let auth = if query_authenticated {
+        Auth::kubernetes(shutdown.clone())
+            .await
+            .context("cannot set up --query-auth kubernetes")?
+    } else {
+        Auth::disabled()
+    };
 
     if settings.answer_only {
         tracing::warn!("--answer-only: benchmarking mode, no review is recorded");
@@ -138,9 +150,20 @@ pub async fn run(
         webhook: webhook_listener.local_addr()?,
         query: query_listener.local_addr()?,
     };
+    let query_auth = if query_authenticated {
+        "kubernetes (front-proxy certificates and bearer tokens, RBAC by SubjectAccessReview)"
+    } else {
+        "none: unauthenticated, loopback only"
+    };
+    let webhook_clients = settings.webhook_client.as_ref().map_or_else(
+        || "anyone who reaches the port".to_owned(),
+        |c| format!("client certificates from {}", c.ca_path.display()),
+    );
     tracing::info!(
         webhook = %bound.webhook,
         query = %bound.query,
+        query_auth,
+        webhook_clients = %webhook_clients,
         data_dir = %settings.data_dir.display(),
         durability = ?settings.store.durability,
         "logistis is serving"
@@ -159,22 +182,40 @@ pub async fn run(
     if let Some(manager) = cert_manager {
         manager.spawn(shutdown.clone());
     }
-    let query_tls = (!settings.query_plain_http).then(|| tls_config.clone());
+    let query_tls = (!settings.query_plain_http).then(|| {
+        if query_authenticated {
+            client_cert_config.clone()
+        } else {
+            tls_config.clone()
+        }
+    });
+    let webhook_client = settings.webhook_client.clone().map(Arc::new);
+    let webhook_tls = if webhook_client.is_some() {
+        client_cert_config
+    } else {
+        tls_config
+    };
     let webhook = tokio::spawn(http::serve::serve(
         "webhook",
         webhook_listener,
-        http::webhook_router(state.clone()),
-        Some(tls_config),
+        http::webhook_router_with(state.clone(), webhook_client),
+        Some(webhook_tls),
         settings.connections,
         connection_metrics.clone(),
         shutdown.clone(),
     ));
+    let aggregated = http::aggregated::routes(Arc::new(http::aggregated::Context {
+        app: state.clone(),
+        shutdown: shutdown.clone(),
+    }));
     let query = tokio::spawn(http::serve::serve(
         "query",
         query_listener,
-        http::query_router(state.clone()).layer(axum::Extension(http::backup::BackupEndpoint {
-            enabled: settings.allow_backup,
-        })),
+        http::query_router_with(state.clone(), aggregated, auth).layer(axum::Extension(
+            http::backup::BackupEndpoint {
+                enabled: settings.allow_backup,
+            },
+        )),
         query_tls,
         settings.connections,
         connection_metrics,

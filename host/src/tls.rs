@@ -5,15 +5,28 @@
 //!
 //! Reload polls the files' contents rather than relying on inotify: a Secret mount swaps a
 //! `..data` symlink, which inotify watchers on the file path routinely miss.
+//!
+//! Client certificates: a listener may *ask* for one without requiring it
+//! ([`server_config_requesting_client_certs`]). The handshake then only proves the client
+//! holds the certificate's key; whether the chain is trusted is decided per request against
+//! a [`ClientCa`] that can change at runtime (the API server's request-header CA rotates), so
+//! a refusal is an HTTP 401/403 with a message rather than a failed handshake — as
+//! kube-apiserver's own listeners do (`tls.RequestClientCert`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::UnixTime;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
@@ -234,6 +247,150 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, E
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// As [`server_config`], asking every client for a certificate without requiring one.
+pub fn server_config_requesting_client_certs(
+    resolver: Arc<CertResolver>,
+) -> Result<Arc<ServerConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(RequestClientCert {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Config)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any client certificate chain at the TLS layer (the chain is judged per request by
+/// a [`ClientCa`]) but still checks the handshake signature: a client cannot present a
+/// certificate whose key it does not hold. No CA hints are sent: Go clients then present
+/// their certificate whatever CA the server trusts at the moment.
+#[derive(Debug)]
+struct RequestClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for RequestClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The client certificate chain a connection presented (end entity first): put in every
+/// request's extensions by [`crate::http::serve`].
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// Why a client certificate is not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientCertError {
+    #[error("no client certificate was presented")]
+    Missing,
+    #[error("the client certificate is not signed by the trusted CA")]
+    Untrusted(#[source] rustls::Error),
+    #[error("the client certificate has no common name")]
+    NoCommonName,
+    #[error("the client certificate's common name {name:?} is not among the allowed names")]
+    NameNotAllowed { name: String },
+}
+
+/// A CA that client certificates must chain to.
+#[derive(Debug, Clone)]
+pub struct ClientCa {
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCa {
+    /// Every certificate in `pem` is a trusted root.
+    pub fn from_pem(pem: &[u8]) -> Result<ClientCa, PemError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(PemError::BadKey)?;
+            roots.add(cert).map_err(PemError::UnsupportedKey)?;
+        }
+        if roots.is_empty() {
+            return Err(PemError::NoCertificate);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|error| PemError::UnsupportedKey(rustls::Error::General(error.to_string())))?;
+        Ok(ClientCa { verifier })
+    }
+
+    /// The common name of the presented certificate if it chains to this CA (for client
+    /// authentication) and, when `allowed_names` is not empty, is one of them.
+    pub fn verify(
+        &self,
+        peer: Option<&PeerCertificates>,
+        allowed_names: &[String],
+    ) -> Result<String, ClientCertError> {
+        let chain = peer.map(|p| p.0.as_slice()).unwrap_or_default();
+        let (end_entity, intermediates) = chain.split_first().ok_or(ClientCertError::Missing)?;
+        self.verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map_err(ClientCertError::Untrusted)?;
+        let name = common_name(end_entity).ok_or(ClientCertError::NoCommonName)?;
+        if !allowed_names.is_empty() && !allowed_names.contains(&name) {
+            return Err(ClientCertError::NameNotAllowed { name });
+        }
+        Ok(name)
+    }
+}
+
+/// The subject's common name.
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
 }
 
 /// The files of a self-signed setup in `data_dir/tls/`.

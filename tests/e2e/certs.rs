@@ -1,26 +1,24 @@
-//! `--manage-certs` end to end: the real server against a small fake Kubernetes API (axum on
-//! loopback, reached through a kubeconfig in `KUBECONFIG`) that holds the empty placeholder
-//! Secret and a ValidatingWebhookConfiguration, exactly as the manifests ship them. The
-//! server must fill the Secret, patch the caBundle of its own webhook only, answer over HTTPS
-//! a client that trusts nothing but that caBundle, and reuse the stored certificate after a
-//! restart; without the Secret it must stop with a message saying what to create.
+//! `--manage-certs` end to end: the real server against the Kubernetes API stand-in
+//! (`logistis_e2e::apiserver`, HTTPS, reached through a kubeconfig in `KUBECONFIG`) holding the
+//! empty placeholder Secret and a ValidatingWebhookConfiguration exactly as the manifests ship
+//! them, and granting the server's ServiceAccount only what the manifests' Role and
+//! ClusterRole grant. The server must fill the Secret, patch the caBundle of its own webhook
+//! only, answer over HTTPS a client that trusts nothing but that caBundle, and reuse the
+//! stored certificate after a restart; without the Secret it must stop with a message saying
+//! what to create.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use logistis_e2e::apiserver::{ApiServer, LOGISTIS_USER, ResourceType, Scope, Subject};
 use logistis_e2e::{Server, cargo_bin, own_review};
 use serde_json::{Value, json};
 
-const TOKEN: &str = "certs-e2e-token";
 const SECRET_PATH: &str = "/api/v1/namespaces/logistis/secrets/logistis-tls";
 const CONFIGURATION_PATH: &str =
     "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/logistis";
@@ -31,31 +29,10 @@ const OTHER_BUNDLE: &str = "b3RoZXI=";
 /// `logistis serve` flags for the placeholder Secret and configuration (defaults otherwise).
 const MANAGE_CERTS: [&str; 3] = ["--manage-certs", "--namespace", "logistis"];
 
-/// The objects of the fake cluster, and every request it answered (`METHOD /path`).
-struct Objects {
-    secret: Option<Value>,
-    configuration: Option<Value>,
-    requests: Vec<String>,
-    resource_version: u64,
-}
-
-#[derive(Clone)]
-struct FakeApi {
-    objects: Arc<Mutex<Objects>>,
-    kubeconfig: PathBuf,
-    _dir: Arc<tempfile::TempDir>,
-}
-
-fn api_status(code: StatusCode, reason: &str, message: String) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                      "message": message, "reason": reason, "code": code.as_u16()});
-    (code, axum::Json(body)).into_response()
-}
-
 /// The Secret as the manifests ship it: type Opaque, no data.
 fn placeholder_secret() -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-           "metadata": {"name": "logistis-tls", "namespace": "logistis", "resourceVersion": "1",
+           "metadata": {"name": "logistis-tls", "namespace": "logistis",
                         "labels": {"app.kubernetes.io/name": "logistis"}}})
 }
 
@@ -69,7 +46,7 @@ fn webhook_configuration() -> Value {
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "logistis", "resourceVersion": "1"},
+        "metadata": {"name": "logistis"},
         "webhooks": [
             hook("other.example.com", json!({"service": {"namespace": "other", "name": "logistis"},
                                              "caBundle": OTHER_BUNDLE})),
@@ -80,153 +57,62 @@ fn webhook_configuration() -> Value {
     })
 }
 
-/// RFC 6902 `test`, `add` and `replace` on object members: what the server sends. All or
-/// nothing, as the API server applies a patch.
-fn apply_json_patch(document: &mut Value, operations: &Value) -> Result<(), String> {
-    let mut patched = document.clone();
-    for operation in operations.as_array().ok_or("a JSON Patch is an array")? {
-        let path = operation["path"]
-            .as_str()
-            .ok_or("an operation needs a path")?;
-        match operation["op"].as_str() {
-            Some("test") if patched.pointer(path) == Some(&operation["value"]) => {}
-            Some("test") => return Err(format!("test failed at {path}")),
-            Some("add" | "replace") => {
-                let (parent, member) = path.rsplit_once('/').ok_or("bad path")?;
-                patched
-                    .pointer_mut(parent)
-                    .and_then(Value::as_object_mut)
-                    .ok_or_else(|| format!("no object at {parent}"))?
-                    .insert(member.to_owned(), operation["value"].clone());
-            }
-            other => return Err(format!("unsupported operation {other:?}")),
-        }
-    }
-    *document = patched;
-    Ok(())
-}
-
-async fn fake_api(State(objects): State<Arc<Mutex<Objects>>>, request: Request) -> Response {
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    let authorized = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .is_some_and(|value| value == format!("Bearer {TOKEN}").as_str());
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut objects = objects.lock().unwrap();
-    objects.requests.push(format!("{method} {path}"));
-    if !authorized {
-        return api_status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized".into(),
-        );
-    }
-    objects.resource_version += 1;
-    let version = objects.resource_version.to_string();
-    match (method, path.as_str()) {
-        (Method::GET, SECRET_PATH) => match &objects.secret {
-            Some(secret) => axum::Json(secret.clone()).into_response(),
-            None => api_status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "secrets \"logistis-tls\" not found".into(),
-            ),
-        },
-        (Method::PUT, SECRET_PATH) => {
-            let Some(current) = &objects.secret else {
-                return api_status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    "secrets \"logistis-tls\" not found".into(),
-                );
-            };
-            if body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
-                return api_status(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    "the object has been modified".into(),
-                );
-            }
-            let mut stored = body;
-            stored["metadata"]["resourceVersion"] = json!(version);
-            objects.secret = Some(stored.clone());
-            axum::Json(stored).into_response()
-        }
-        (Method::GET | Method::PATCH, CONFIGURATION_PATH) if objects.configuration.is_none() => {
-            api_status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "validatingwebhookconfigurations.admissionregistration.k8s.io \"logistis\" not found"
-                    .into(),
-            )
-        }
-        (Method::GET, CONFIGURATION_PATH) => {
-            axum::Json(objects.configuration.clone()).into_response()
-        }
-        (Method::PATCH, CONFIGURATION_PATH) => {
-            if content_type != "application/json-patch+json" {
-                return api_status(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "UnsupportedMediaType",
-                    content_type,
-                );
-            }
-            let mut patched = objects.configuration.clone().unwrap_or_default();
-            if let Err(message) = apply_json_patch(&mut patched, &body) {
-                return api_status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
-            }
-            patched["metadata"]["resourceVersion"] = json!(version);
-            objects.configuration = Some(patched.clone());
-            axum::Json(patched).into_response()
-        }
-        (method, path) => api_status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("{method} {path} is not served by this fake"),
-        ),
-    }
+/// The stand-in with the placeholder objects and the manifests' grants.
+struct FakeApi {
+    api: ApiServer,
+    kubeconfig: PathBuf,
+    secrets: ResourceType,
+    configurations: ResourceType,
 }
 
 impl FakeApi {
-    /// Serve the objects on a loopback port and write a kubeconfig that points at it.
     async fn start(secret: Option<Value>) -> Result<FakeApi> {
-        let objects = Arc::new(Mutex::new(Objects {
-            secret,
-            configuration: Some(webhook_configuration()),
-            requests: Vec::new(),
-            resource_version: 1,
-        }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let app = axum::Router::new()
-            .fallback(fake_api)
-            .with_state(objects.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        // A kubeconfig is YAML, and YAML reads JSON.
-        let kubeconfig = json!({
-            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
-            "clusters": [{"name": "fake", "cluster": {"server": url}}],
-            "users": [{"name": "logistis", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "fake", "user": "logistis",
-                                                     "namespace": "logistis"}}]
+        let api = ApiServer::start().await?;
+        let secrets = api.resource_type("", "secrets");
+        let configurations = api.resource_type(
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+        );
+        if let Some(secret) = secret {
+            api.objects().put(&secrets, secret);
+        }
+        api.objects().put(&configurations, webhook_configuration());
+        // deploy/base/apiservice.yaml, without a caBundle.
+        api.register_api_service("logistis.io", "v1alpha1", "logistis", "logistis", None);
+        // deploy/base/rbac.yaml: the Role logistis-certs and the ClusterRole logistis-webhook-ca.
+        api.rbac(|rbac| {
+            let sa = Subject::user(LOGISTIS_USER);
+            rbac.allow_names(
+                sa.clone(),
+                &["get", "update"],
+                "",
+                &["secrets"],
+                &["logistis-tls"],
+                Scope::Namespace("logistis".into()),
+            )
+            .allow_names(
+                sa.clone(),
+                &["get", "patch"],
+                "admissionregistration.k8s.io",
+                &["validatingwebhookconfigurations"],
+                &["logistis"],
+                Scope::Cluster,
+            )
+            .allow_names(
+                sa,
+                &["get", "patch"],
+                "apiregistration.k8s.io",
+                &["apiservices"],
+                &["v1alpha1.logistis.io"],
+                Scope::Cluster,
+            );
         });
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("kubeconfig");
-        std::fs::write(&path, serde_json::to_vec_pretty(&kubeconfig)?)?;
+        let kubeconfig = api.logistis_kubeconfig()?;
         Ok(FakeApi {
-            objects,
-            kubeconfig: path,
-            _dir: Arc::new(dir),
+            api,
+            kubeconfig,
+            secrets,
+            configurations,
         })
     }
 
@@ -240,37 +126,56 @@ impl FakeApi {
     }
 
     fn secret(&self) -> Option<Secret> {
-        let secret = self.objects.lock().unwrap().secret.clone()?;
-        Some(serde_json::from_value(secret).expect("the fake holds a valid Secret"))
+        let secret = self
+            .api
+            .objects()
+            .get(&self.secrets, "logistis", "logistis-tls")?;
+        Some(serde_json::from_value(secret).expect("the stand-in holds a valid Secret"))
     }
 
     fn configuration(&self) -> ValidatingWebhookConfiguration {
-        let configuration = self.objects.lock().unwrap().configuration.clone();
-        serde_json::from_value(configuration.expect("the fake holds the configuration"))
-            .expect("the fake holds a valid configuration")
+        let configuration = self.api.objects().get(&self.configurations, "", "logistis");
+        serde_json::from_value(configuration.expect("the stand-in holds the configuration"))
+            .expect("the stand-in holds a valid configuration")
     }
 
     /// Create or delete the ValidatingWebhookConfiguration.
     fn set_configuration(&self, configuration: Option<Value>) {
-        self.objects.lock().unwrap().configuration = configuration;
+        match configuration {
+            Some(configuration) => {
+                self.api.objects().put(&self.configurations, configuration);
+            }
+            None => {
+                self.api
+                    .objects()
+                    .delete(&self.configurations, "", "logistis");
+            }
+        }
     }
 
-    fn requests(&self) -> Vec<String> {
-        self.objects.lock().unwrap().requests.clone()
+    /// The APIService's caBundle, decoded.
+    fn api_service_bundle(&self) -> Option<Vec<u8>> {
+        let t = self
+            .api
+            .resource_type("apiregistration.k8s.io", "apiservices");
+        let service = self.api.objects().get(&t, "", "v1alpha1.logistis.io")?;
+        let service: k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService =
+            serde_json::from_value(service).expect("a valid APIService");
+        Some(service.spec?.ca_bundle?.0)
     }
 
     fn count(&self, request: &str) -> usize {
-        self.requests().iter().filter(|r| *r == request).count()
+        self.api.count(request)
     }
 
-    /// Wait (bounded) until `done` holds for the fake's state.
+    /// Wait (bounded) until `done` holds for the stand-in's state.
     async fn wait_until(&self, what: &str, done: impl Fn(&FakeApi) -> bool) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while !done(self) {
-            if Instant::now() >= deadline {
+            if std::time::Instant::now() >= deadline {
                 bail!(
                     "gave up waiting for {what}; requests: {:?}",
-                    self.requests()
+                    self.api.requests()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -392,6 +297,16 @@ async fn manage_certs_fills_the_secret_patches_the_ca_bundle_and_reuses_it_after
         ca_bundle(&configuration, 2),
         None,
         "a URL webhook is untouched"
+    );
+    api.wait_until("the APIService caBundle", |api| {
+        api.api_service_bundle().is_some()
+    })
+    .await
+    .with_context(|| server.log())?;
+    assert_eq!(
+        api.api_service_bundle(),
+        Some(bundle.clone()),
+        "the aggregated API is trusted with the same CA"
     );
     assert!(
         !server.data_dir.join("tls").exists(),

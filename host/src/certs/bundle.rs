@@ -11,6 +11,7 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use serde_json::{Value, json};
 
 /// What the configuration needs.
@@ -67,6 +68,42 @@ pub fn bundle_patch(
             body: Value::Array(operations),
             webhooks: count / 4,
         },
+    }
+}
+
+/// The patch that puts `bundle` on the APIService if it calls Service `namespace/service`
+/// (tested in the patch, as for the webhooks); `NoWebhook` when it calls another.
+pub fn api_service_patch(
+    api_service: &APIService,
+    namespace: &str,
+    service: &str,
+    bundle: &[u8],
+) -> BundlePatch {
+    let Some(spec) = &api_service.spec else {
+        return BundlePatch::NoWebhook;
+    };
+    let ours = spec.service.as_ref().is_some_and(|s| {
+        s.namespace.as_deref() == Some(namespace) && s.name.as_deref() == Some(service)
+    });
+    if !ours {
+        return BundlePatch::NoWebhook;
+    }
+    if spec
+        .ca_bundle
+        .as_ref()
+        .is_some_and(|current| current.0 == bundle)
+    {
+        return BundlePatch::UpToDate;
+    }
+    let encoded =
+        serde_json::to_value(ByteString(bundle.to_vec())).expect("bytes always serialize");
+    BundlePatch::Patch {
+        body: json!([
+            {"op": "test", "path": "/spec/service/namespace", "value": namespace},
+            {"op": "test", "path": "/spec/service/name", "value": service},
+            {"op": "add", "path": "/spec/caBundle", "value": encoded},
+        ]),
+        webhooks: 1,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 
@@ -37,6 +38,7 @@ pub struct Cluster {
     client: kube::Client,
     secrets: Api<Secret>,
     configurations: Api<ValidatingWebhookConfiguration>,
+    api_services: Api<APIService>,
     settings: CertSettings,
 }
 
@@ -59,6 +61,7 @@ impl Cluster {
         Ok(Cluster {
             secrets: Api::namespaced(client.clone(), &settings.namespace),
             configurations: Api::all(client.clone()),
+            api_services: Api::all(client.clone()),
             client,
             settings,
         })
@@ -133,6 +136,42 @@ impl Cluster {
                 object: self.configuration_object(),
                 source,
             })
+    }
+
+    /// The aggregated API's APIService, or `None` if it does not exist.
+    pub async fn read_api_service(&self) -> Result<Option<APIService>, Error> {
+        self.api_services
+            .get_opt(super::API_SERVICE)
+            .await
+            .map_err(|source| Error::Api {
+                verb: "read",
+                object: format!("APIService {}", super::API_SERVICE),
+                source,
+            })
+    }
+
+    /// Send a JSON Patch to the APIService ([`Write::Stale`] on a failed `test`).
+    pub async fn patch_api_service(&self, body: &Value) -> Result<Write, Error> {
+        use kube::Resource as _;
+        let url = format!(
+            "{}/{}?fieldManager={FIELD_MANAGER}",
+            APIService::url_path(&(), None),
+            super::API_SERVICE
+        );
+        let api_error = |source| Error::Api {
+            verb: "patch",
+            object: format!("APIService {}", super::API_SERVICE),
+            source,
+        };
+        let request = http::Request::patch(url)
+            .header(http::header::CONTENT_TYPE, "application/json-patch+json")
+            .body(serde_json::to_vec(body).expect("JSON values always serialize"))
+            .map_err(|error| api_error(kube::Error::HttpError(error)))?;
+        match self.client.request::<APIService>(request).await {
+            Ok(_) => Ok(Write::Done),
+            Err(error) if is_status(&error, 422) => Ok(Write::Stale),
+            Err(source) => Err(api_error(source)),
+        }
     }
 
     /// Send a JSON Patch to the webhook configuration. A failed `test` operation (422) means

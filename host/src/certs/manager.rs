@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::bundle::{BundlePatch, bundle_patch};
+use super::bundle::{BundlePatch, api_service_patch, bundle_patch};
 use super::cluster::{Cluster, Write};
 use super::inspect;
 use super::metrics::CertMetrics;
@@ -215,6 +215,7 @@ impl CertManager {
     async fn check(&self) -> Result<SystemTime, Error> {
         let synced = sync_secret(&self.cluster, &self.settings).await?;
         let published = self.publish(&synced.material.ca_crt).await;
+        let published_api = self.publish_api_service(&synced.material.ca_crt).await;
         let changed = self
             .resolver
             .set_pem(&synced.material.tls_crt, &synced.material.tls_key)
@@ -226,6 +227,7 @@ impl CertManager {
             self.observe(&synced.material, "now serving a new certificate");
         }
         published?;
+        published_api?;
         Ok(synced.next_check)
     }
 
@@ -274,6 +276,47 @@ impl CertManager {
         }
         Err(Error::Contended {
             object: format!("ValidatingWebhookConfiguration {configuration}"),
+            attempts: WRITE_ATTEMPTS,
+        })
+    }
+
+    /// Put `bundle` on the aggregated API's APIService, if it exists and calls our Service.
+    async fn publish_api_service(&self, bundle: &[u8]) -> Result<(), Error> {
+        let name = super::API_SERVICE;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(current) = self.cluster.read_api_service().await? else {
+                tracing::debug!(
+                    api_service = name,
+                    "no APIService: no caBundle to publish there"
+                );
+                return Ok(());
+            };
+            let body = match api_service_patch(
+                &current,
+                &self.settings.namespace,
+                &self.settings.service,
+                bundle,
+            ) {
+                BundlePatch::UpToDate => return Ok(()),
+                BundlePatch::NoWebhook => {
+                    tracing::debug!(api_service = name, "the APIService calls another Service");
+                    return Ok(());
+                }
+                BundlePatch::Patch { body, .. } => body,
+            };
+            match self.cluster.patch_api_service(&body).await? {
+                Write::Done => {
+                    tracing::info!(api_service = name, "APIService caBundle patched");
+                    return Ok(());
+                }
+                Write::Stale => tracing::info!(
+                    api_service = name,
+                    "the APIService changed since we read it: reading it again"
+                ),
+            }
+        }
+        Err(Error::Contended {
+            object: format!("APIService {name}"),
             attempts: WRITE_ATTEMPTS,
         })
     }

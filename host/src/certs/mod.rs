@@ -86,6 +86,10 @@ impl Error {
     }
 }
 
+/// The APIService of the aggregated API, whose caBundle is kept like the webhook's (when it
+/// exists and calls our Service).
+pub const API_SERVICE: &str = "v1alpha1.logistis.io";
+
 /// Validated `--manage-certs` settings: which objects hold our certificate and trust.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSettings {

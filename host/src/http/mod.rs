@@ -1,10 +1,13 @@
 //! HTTP: two listeners, both HTTPS.
 //! - the webhook listener: `POST /validate` (plus `/livez`, `/readyz` for probes);
-//! - the query listener: the query API under `/api/v1`, `/livez`, `/readyz`, `/metrics`.
+//! - the query listener: the query API under `/api/v1`, `/livez`, `/readyz`, `/metrics`, and
+//!   the aggregated Kubernetes API `logistis.io` under `/apis` ([`aggregated`]), every
+//!   request but the probes authenticated when `--query-auth kubernetes` is on.
 //!
 //! Handlers are thin: they parse, call `admission`, `plugins` or `store`, and map errors to
 //! [`ApiError`]. [`serve`] owns sockets, TLS and graceful shutdown.
 
+pub mod aggregated;
 pub mod backup;
 pub mod error;
 mod health;
@@ -12,6 +15,7 @@ mod objects;
 mod query;
 pub mod serve;
 pub mod webhook;
+mod webhook_client;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,16 +59,35 @@ pub struct AppState {
 
 /// The webhook listener's routes.
 pub fn webhook_router(state: AppState) -> Router {
+    webhook_router_with(state, None)
+}
+
+/// The webhook listener's routes; with `client`, `/validate` first requires a client
+/// certificate from that CA (and an allowed name).
+pub fn webhook_router_with(
+    state: AppState,
+    client: Option<Arc<crate::config::WebhookClientAuth>>,
+) -> Router {
+    let validate = post(webhook::validate).layer(middleware::from_fn_with_state(
+        (state.clone(), client),
+        webhook_client::require,
+    ));
     Router::new()
-        .route("/validate", post(webhook::validate))
+        .route("/validate", validate)
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
-/// The query listener's routes.
+/// The query listener's routes (the JSON API only, no authentication).
 pub fn query_router(state: AppState) -> Router {
+    query_router_with(state, Router::new(), crate::auth::Auth::disabled())
+}
+
+/// The query listener's routes with `extra` (the aggregated API) and `auth` in front of
+/// everything but the probes.
+pub fn query_router_with(state: AppState, extra: Router, auth: crate::auth::Auth) -> Router {
     Router::new()
         .route("/api/v1/events", get(query::list_events))
         .route("/api/v1/events/{id}", get(query::get_event))
@@ -75,10 +98,15 @@ pub fn query_router(state: AppState) -> Router {
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(health::not_found)
         .layer(middleware::from_fn(error::json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), time_queries))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            auth,
+            aggregated::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(state, time_queries))
 }
 
 /// Record the latency of every query route (by its pattern, never the raw path).

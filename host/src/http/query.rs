@@ -97,7 +97,7 @@ pub fn encode_continue(id: EventId) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1.{id}"))
 }
 
-fn decode_continue(token: &str) -> Result<EventId, ApiError> {
+pub fn decode_continue(token: &str) -> Result<EventId, ApiError> {
     let bad = || {
         ApiError::bad_request("invalid continue token: pass back the one from the previous page")
     };

@@ -9,6 +9,9 @@
 //! HTTP/1.1 request head must arrive within the header-read timeout, and HTTP/2
 //! connections are pinged (a peer that does not answer is closed). Past the cap, new
 //! connections are closed at once (counted) rather than left to exhaust the descriptors.
+//!
+//! The client certificate chain a connection presented, if any, goes into every request's
+//! extensions as [`PeerCertificates`] for the handlers that authenticate by it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,6 +34,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::tls::PeerCertificates;
 
 /// Longest a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,7 +170,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -198,12 +204,26 @@ pub async fn serve(
                     };
                     // The handshake's bytes do not count as a request.
                     activity.reset();
+                    let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
+                        PeerCertificates(std::sync::Arc::new(
+                            chain.iter().map(|c| c.clone().into_owned()).collect(),
+                        ))
+                    });
+                    let service = TowerToHyperService::new(router.map_request(
+                        move |mut request: http::Request<hyper::body::Incoming>| {
+                            if let Some(certificates) = &certificates {
+                                request.extensions_mut().insert(certificates.clone());
+                            }
+                            request
+                        },
+                    ));
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     let served = watcher.watch(connection.into_owned());
                     until_silent(served, &activity, limits, name, &metrics, peer).await;
                 }
                 None => {
+                    let service = TowerToHyperService::new(router);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let served = watcher.watch(connection.into_owned());

@@ -28,6 +28,11 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
+    /// Whether `event` passes every filter (for readers that follow the log, e.g. watches).
+    pub fn matches_event(&self, event: &Event) -> bool {
+        self.matches(event)
+    }
+
     fn matches(&self, event: &Event) -> bool {
         let r = &event.resource;
         let time = event.time.timestamp_micros();

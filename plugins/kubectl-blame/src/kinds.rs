@@ -393,9 +393,7 @@ pub fn pass_through(query: &KindQuery) -> Option<KindInfo> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sources {
     /// The built-in table only: discovery was not reached (or failed, with why).
-    Unreached {
-        discovery_error: Option<String>,
-    },
+    Unreached { discovery_error: Option<String> },
     /// With `--server` the kubeconfig's cluster is not asked: it may not be the one that
     /// Logistis records.
     ServerGiven,

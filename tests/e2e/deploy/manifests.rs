@@ -136,47 +136,6 @@ fn rule(group: &str, resource: &str, name: &str, verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// Whether an RBAC rule allows a request to a namespaced core (`/api/v1`) path, with the
-/// request attributes the API server derives from it: the verb from the method, then
-/// `namespaces/NS/RESOURCE/NAME/SUBRESOURCE/…` (NAME verbatim, e.g. `https:svc:port`).
-fn allows(rule: &PolicyRule, method: &str, path: &str) -> bool {
-    let parts: Vec<&str> = path
-        .strip_prefix("/api/v1/namespaces/")
-        .expect("a namespaced core path")
-        .split('/')
-        .collect();
-    let (resource, name, subresource) = match parts[..] {
-        [_, resource] => (resource, "", None),
-        [_, resource, name] => (resource, name, None),
-        [_, resource, name, subresource, ..] => (resource, name, Some(subresource)),
-        _ => panic!("{path}: not a resource path"),
-    };
-    let verb = match method {
-        "GET" => "get",
-        "POST" => "create",
-        "PUT" => "update",
-        "PATCH" => "patch",
-        "DELETE" => "delete",
-        _ => panic!("{method}"),
-    };
-    let resource = match subresource {
-        Some(sub) => format!("{resource}/{sub}"),
-        None => resource.to_owned(),
-    };
-    let has = |list: &Option<Vec<String>>, value: &str| {
-        list.as_ref()
-            .is_some_and(|l| l.iter().any(|v| v == value || v == "*"))
-    };
-    rule.verbs.iter().any(|v| v == verb || v == "*")
-        && has(&rule.api_groups, "")
-        && has(&rule.resources, &resource)
-        // resourceNames has no wildcard.
-        && rule
-            .resource_names
-            .as_ref()
-            .is_none_or(|names| names.is_empty() || names.iter().any(|n| n == name))
-}
-
 /// The server's own RBAC: named objects only, nothing created, listed or watched — except
 /// the read-only list/watch of confirmation (`deploy/confirm`), checked on its own.
 #[test]
@@ -193,10 +152,12 @@ fn rbac_is_least_privilege() {
     for variant in [Variant::Base, Variant::CertManager] {
         let render = render(variant);
         for kind in ["Role", "ClusterRole"] {
-            for object in render.of_kind(kind) {
-                if object["metadata"]["name"] == "logistis-confirm" {
-                    continue;
-                }
+            // The role for people is judged below, not as the server's own; the read-only
+            // list/watch of confirmation (`deploy/confirm`) is checked on its own.
+            for object in render.of_kind(kind).into_iter().filter(|o| {
+                o["metadata"]["name"] != "logistis:changes-viewer"
+                    && o["metadata"]["name"] != "logistis-confirm"
+            }) {
                 let rules: Vec<PolicyRule> =
                     serde_json::from_value(object["rules"].clone()).unwrap();
                 for rule in &rules {
@@ -241,12 +202,20 @@ fn rbac_is_least_privilege() {
     let cluster_role: ClusterRole = base.get("ClusterRole", "logistis-webhook-ca");
     assert_eq!(
         cluster_role.rules.unwrap_or_default(),
-        [rule(
-            "admissionregistration.k8s.io",
-            "validatingwebhookconfigurations",
-            WEBHOOK_CONFIGURATION,
-            &["get", "patch"]
-        )]
+        [
+            rule(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+                WEBHOOK_CONFIGURATION,
+                &["get", "patch"]
+            ),
+            rule(
+                "apiregistration.k8s.io",
+                "apiservices",
+                "v1alpha1.logistis.io",
+                &["get", "patch"]
+            )
+        ]
     );
     let (pod, _) = container(&base.statefulset());
     let account = pod
@@ -269,66 +238,76 @@ fn rbac_is_least_privilege() {
     assert_eq!(subjects[0].name, account);
     assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
 
-    // For people: `get` on the service proxy of the query port, which the API server
-    // authorizes by the literal `scheme:service:port` of the proxy path.
-    let service: Service = base.get("Service", SERVICE);
-    let query = service
-        .spec
-        .and_then(|s| s.ports)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|p| p.name.as_deref() == Some(QUERY_PORT))
-        .expect("a port named query");
-    assert_eq!(query.app_protocol.as_deref(), Some("https"));
+    // The aggregated API: delegated authentication and authorization, bound as
+    // metrics-server binds them, in both variants.
     for variant in [Variant::Base, Variant::CertManager] {
         let render = render(variant);
-        let blame: ClusterRole = render.get("ClusterRole", "logistis-blame");
-        assert_eq!(
-            blame.rules.unwrap_or_default(),
-            [rule(
-                "",
-                "services/proxy",
-                &format!("https:{SERVICE}:{QUERY_PORT}"),
-                &["get"]
-            )]
+        let delegator: ClusterRoleBinding =
+            render.get("ClusterRoleBinding", "logistis:system:auth-delegator");
+        assert_eq!(delegator.role_ref.name, "system:auth-delegator");
+        assert_eq!(delegator.subjects.unwrap_or_default()[0].name, account);
+        let reader: RoleBinding = render.get(
+            "RoleBinding",
+            "logistis:extension-apiserver-authentication-reader",
         );
-        // What kubectl-blame sends (tests/e2e/cli.rs checks it does) is allowed; the webhook
-        // port, the service without the scheme, other services and writes are not.
-        let rules = render
-            .get::<ClusterRole>("ClusterRole", "logistis-blame")
-            .rules
-            .unwrap_or_default();
-        let allowed = |method: &str, path: &str| rules.iter().any(|r| allows(r, method, path));
-        let proxy = format!("/api/v1/namespaces/{NAMESPACE}/services");
-        assert!(allowed(
-            "GET",
-            &format!("{proxy}/https:logistis:query/proxy/api/v1/events")
-        ));
-        for (method, path) in [
-            (
-                "GET",
-                format!("{proxy}/https:logistis:webhook/proxy/validate"),
-            ),
-            (
-                "POST",
-                format!("{proxy}/https:logistis:query/proxy/api/v1/events"),
-            ),
-            ("GET", format!("{proxy}/logistis/proxy/api/v1/events")),
-            ("GET", format!("{proxy}/https:kube-dns:53/proxy/")),
-            ("GET", format!("{proxy}/logistis")),
-            (
-                "GET",
-                format!("/api/v1/namespaces/{NAMESPACE}/secrets/logistis-tls"),
-            ),
-        ] {
-            assert!(!allowed(method, &path), "{method} {path} is allowed");
+        assert_eq!(reader.metadata.namespace.as_deref(), Some("kube-system"));
+        assert_eq!(reader.role_ref.kind, "Role");
+        assert_eq!(
+            reader.role_ref.name,
+            "extension-apiserver-authentication-reader"
+        );
+        assert_eq!(reader.subjects.unwrap_or_default()[0].name, account);
+
+        // For people: the changes, aggregated into view, edit and admin.
+        let viewer: ClusterRole = render.get("ClusterRole", "logistis:changes-viewer");
+        let labels = viewer.metadata.labels.clone().unwrap_or_default();
+        for role in ["view", "edit", "admin"] {
+            assert_eq!(
+                labels
+                    .get(&format!("rbac.authorization.k8s.io/aggregate-to-{role}"))
+                    .map(String::as_str),
+                Some("true"),
+                "aggregated into {role}"
+            );
         }
-        // Bound by the cluster's administrators to the people who may read history.
-        for kind in ["RoleBinding", "ClusterRoleBinding"] {
-            for binding in render.of_kind(kind) {
-                assert_ne!(binding["roleRef"]["name"], "logistis-blame");
+        let rules = viewer.rules.unwrap_or_default();
+        assert!(
+            rules
+                .iter()
+                .all(|r| r.api_groups.as_deref() == Some(&["logistis.io".to_owned()][..]))
+        );
+        assert!(rules.iter().any(|r| {
+            r.resources.as_ref().is_some_and(|res| {
+                ["changes", "changes/blame", "changes/versions"]
+                    .iter()
+                    .all(|x| res.iter().any(|r| r == x))
+            }) && ["get", "list", "watch"]
+                .iter()
+                .all(|v| r.verbs.iter().any(|x| x == v))
+        }));
+
+        // No role grants the service proxy: it would bypass per-namespace RBAC.
+        for kind in ["Role", "ClusterRole"] {
+            for object in render.of_kind(kind) {
+                let rules: Vec<PolicyRule> =
+                    serde_json::from_value(object["rules"].clone()).unwrap_or_default();
+                for rule in rules {
+                    assert!(
+                        !rule
+                            .resources
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|r| r == "services/proxy" || r == "*"),
+                        "{kind} {} grants services/proxy",
+                        object["metadata"]["name"]
+                    );
+                }
             }
         }
+        let api_service = render.of_kind("APIService");
+        assert_eq!(api_service.len(), 1);
+        assert_eq!(api_service[0]["spec"]["service"]["port"], 8081);
+        assert_eq!(render.of_kind("NetworkPolicy").len(), 1);
     }
 }
 
@@ -573,15 +552,23 @@ fn certificates_self_managed_in_the_base_and_by_cert_manager_in_the_overlay() {
     let cert = flag(&flags_overlay, "tls-cert");
     let key = flag(&flags_overlay, "tls-key");
     assert_eq!(Path::new(&cert).parent(), Path::new(&key).parent());
-    assert_eq!(
+    assert_ne!(
         pod.automount_service_account_token,
         Some(false),
-        "with cert-manager the server never calls the API"
+        "with cert-manager the server still authenticates readers through the API"
     );
     assert!(overlay.find::<Secret>("Secret", CERT_SECRET).is_none());
     assert!(overlay.find::<Role>("Role", "logistis-certs").is_none());
-    assert!(overlay.of_kind("RoleBinding").is_empty());
-    assert!(overlay.of_kind("ClusterRoleBinding").is_empty());
+    assert!(
+        overlay
+            .find::<RoleBinding>("RoleBinding", "logistis-certs")
+            .is_none()
+    );
+    assert!(
+        overlay
+            .find::<ClusterRoleBinding>("ClusterRoleBinding", "logistis-webhook-ca")
+            .is_none()
+    );
     assert!(
         overlay
             .find::<ClusterRole>("ClusterRole", "logistis-webhook-ca")
