@@ -374,10 +374,11 @@ async fn decide(
     }
 }
 
-/// Whether an event holds a whole state of the object to compare from: the newest such
-/// one that is not a phantom ends the tail.
+/// Whether an event holds a whole state of the object that is known to have happened
+/// (not pending, not phantom): the newest such one ends the tail, so every pending event
+/// after it is in the comparison.
 fn is_anchor(event: &Event) -> bool {
-    event.status != Some(Status::Phantom)
+    !matches!(event.status, Some(Status::Phantom | Status::Pending))
         && !event.dry_run
         && match event.operation {
             Operation::Create | Operation::Delete => event.resource.subresource.is_empty(),
