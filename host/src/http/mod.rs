@@ -53,7 +53,7 @@ pub fn webhook_router(state: AppState) -> Router {
     Router::new()
         .route("/validate", post(webhook::validate))
         .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::webhook_readyz))
         .with_state(state)
 }
 
