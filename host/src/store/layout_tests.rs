@@ -140,7 +140,7 @@ impl Life {
         self.step += 1;
         let step = self.step;
         let old = self.current.clone();
-        if step % 37 == 0 {
+        if step.is_multiple_of(37) {
             self.append(store, Operation::Delete, "", None, Some(old));
             self.uid = format!("uid-{step}");
             self.current = deployment(step, &self.uid);
@@ -148,7 +148,7 @@ impl Life {
             self.append(store, Operation::Create, "", Some(object), None);
             return;
         }
-        if step % 7 == 0 {
+        if step.is_multiple_of(7) {
             self.append(
                 store,
                 Operation::Update,
@@ -159,7 +159,7 @@ impl Life {
             return;
         }
         // Every third update follows a status write the store never saw.
-        let old = if step % 3 == 0 {
+        let old = if step.is_multiple_of(3) {
             let mut moved = old;
             moved["status"]["observedGeneration"] = json!(step * 10);
             moved["metadata"]["resourceVersion"] = json!(format!("{}", 5000 + step));
