@@ -9,6 +9,11 @@
 //! the store writer, which answers without writing (`--discard-events`) — what is left of
 //! the gap between bare and sync is the store's own cost.
 //!
+//! With `--rate N` the load is open-loop instead: reviews are sent at N per second whatever
+//! the answers do, and each latency is measured from the moment the review was *due*, not
+//! from when it went out, so a server that stalls is charged for every review it delayed
+//! (no coordinated omission).
+//!
 //! Each review gets a unique uid, so none is deduplicated. The client runs on the same
 //! machine as the server: figures are for the pair, which is what one node can sustain. The
 //! server CPU time per review (from `/proc`) is also printed: it depends much less on what
@@ -46,6 +51,10 @@ struct Args {
     /// Modes to run, in order: bare, async, sync, and discard (everything but the store write)
     #[arg(long, value_delimiter = ',', default_value = "bare,async,sync")]
     modes: Vec<String>,
+    /// Open-loop: send this many reviews per second (latency from the intended send time)
+    /// instead of keeping --connections busy
+    #[arg(long, value_name = "N")]
+    rate: Option<u32>,
     /// Extra argument for every `logistis serve` (repeat it), e.g. --server-arg=--max-versions-per-object=0
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
@@ -270,6 +279,86 @@ async fn drive(
     })
 }
 
+/// Open-loop load: `rate` reviews per second for `duration` (after a 1 s warm-up), each
+/// timed from its intended send time.
+async fn drive_open(
+    running: &Running,
+    templates: Arc<Vec<Template>>,
+    rate: u32,
+    duration: Duration,
+) -> Result<Figures> {
+    let warm_up = Duration::from_secs(1);
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+    let total = ((warm_up + duration).as_secs_f64() * f64::from(rate)) as u64;
+    let errors = Arc::new(AtomicU64::new(0));
+    let histogram = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
+    let start = tokio::time::Instant::now();
+    let measured_from = start + warm_up;
+    let mut tasks = tokio::task::JoinSet::new();
+    let pid = running.child.id();
+    let mut cpu_at_start = None;
+    for n in 0..total {
+        let intended = start + interval * u32::try_from(n).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(intended).await;
+        if cpu_at_start.is_none() && intended >= measured_from {
+            cpu_at_start = Some(cpu_time(pid)?);
+        }
+        let client = running.client.clone();
+        let url = running.url.clone();
+        let template = &templates[n as usize % templates.len()];
+        let uid = format!("loadgen-{n}");
+        let mut body =
+            Vec::with_capacity(template.prefix.len() + uid.len() + template.suffix.len());
+        body.extend_from_slice(&template.prefix);
+        body.extend_from_slice(uid.as_bytes());
+        body.extend_from_slice(&template.suffix);
+        let errors = errors.clone();
+        let histogram = histogram.clone();
+        tasks.spawn(async move {
+            let ok = match client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            if intended < measured_from {
+                return;
+            }
+            if ok {
+                let latency = intended.elapsed().as_micros() as u64;
+                histogram
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(latency)
+                    .ok();
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // Reap finished requests so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let cpu = cpu_time(pid)?.saturating_sub(cpu_at_start.unwrap_or_default());
+    let events_per_commit = events_per_commit(running).await;
+    let total = histogram.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(Figures {
+        events_per_commit,
+        reviews_per_second: total.len() as f64 / duration.as_secs_f64(),
+        server_cpu_us: cpu.as_secs_f64() * 1e6 / total.len().max(1) as f64,
+        p50: total.value_at_quantile(0.50),
+        p99: total.value_at_quantile(0.99),
+        p999: total.value_at_quantile(0.999),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
 /// Recorded events divided by group commits, from the server's `/metrics`.
 async fn events_per_commit(running: &Running) -> Option<f64> {
     let text = running
@@ -340,11 +429,14 @@ async fn main() -> Result<()> {
         );
     }
     let templates = Arc::new(templates(&fixtures)?);
+    let load = match args.rate {
+        Some(rate) => format!("open loop at {rate} reviews/s"),
+        None => format!("{} connections", args.connections),
+    };
     println!(
-        "logistis-loadgen: {} reviews from {}, {} connections, {:?} per mode, {} cores",
+        "logistis-loadgen: {} reviews from {}, {load}, {:?} per mode, {} cores",
         templates.len(),
         fixtures.display(),
-        args.connections,
         args.duration,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -362,7 +454,10 @@ async fn main() -> Result<()> {
     let mut results = Vec::new();
     for mode in &args.modes {
         let running = start(&binary, mode, args.connections, &args.server_args)?;
-        let figures = drive(&running, templates.clone(), args.connections, args.duration).await?;
+        let figures = match args.rate {
+            Some(rate) => drive_open(&running, templates.clone(), rate, args.duration).await?,
+            None => drive(&running, templates.clone(), args.connections, args.duration).await?,
+        };
         drop(running);
         println!(
             "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>14}",

@@ -172,6 +172,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGISTIS_MAX_STORE_SIZE", value_name = "BYTES")]
     pub max_store_size: Option<String>,
 
+    /// Memory for the store's block cache, memtables and delta bases together (e.g. 32Mi,
+    /// 256Mi; at least 4Mi) [default: 32Mi]
+    #[arg(long, env = "LOGISTIS_STORE_MEMORY", value_name = "BYTES")]
+    pub store_memory: Option<String>,
+
     /// Record dry-run requests (flagged `dryRun: true`); skipped by default
     #[arg(long, env = "LOGISTIS_RECORD_DRY_RUN")]
     pub record_dry_run: bool,
@@ -377,6 +382,7 @@ impl ServeArgs {
                 .or(file.max_versions_per_object),
             retention: self.retention.or(file.retention),
             max_store_size: self.max_store_size.or(file.max_store_size),
+            store_memory: self.store_memory.or(file.store_memory),
             record_dry_run: self.record_dry_run || file.record_dry_run,
             record_noise: self.record_noise || file.record_noise,
             allow_backup: self.allow_backup || file.allow_backup,
@@ -520,6 +526,13 @@ impl ServeArgs {
             .as_deref()
             .map(|text| parse_bytes("--max-store-size", text))
             .transpose()?;
+        let memory_budget_bytes = match self.store_memory.as_deref() {
+            Some(text) => parse_bytes("--store-memory", text)?,
+            None => crate::store::DEFAULT_MEMORY_BUDGET,
+        };
+        if memory_budget_bytes < 4 << 20 {
+            return Err(invalid("--store-memory must be at least 4Mi"));
+        }
         let max_body_bytes = match self.max_body_size.as_deref() {
             Some(text) => parse_bytes("--max-body-size", text)?,
             None => DEFAULT_MAX_BODY_BYTES,
@@ -618,6 +631,7 @@ impl ServeArgs {
                     .unwrap_or(DEFAULT_MAX_VERSIONS),
                 retention,
                 max_size_bytes,
+                memory_budget_bytes,
                 ..StoreSettings::default()
             },
             policy: Policy {

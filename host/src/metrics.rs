@@ -81,6 +81,10 @@ pub struct Metrics {
     write_batches: Counter,
     write_errors: Counter,
     webhook_client_refused: Family<ReasonLabels, Counter>,
+    volume_free: Gauge,
+    accepting_writes: Gauge,
+    write_state_changes: Counter,
+    rejected_events: Counter,
 }
 
 impl Default for Metrics {
@@ -115,7 +119,7 @@ impl Metrics {
         let store_size = Gauge::default();
         registry.register(
             "store_size_bytes",
-            "Bytes on disk of the embedded store",
+            "Bytes the embedded store's files take on disk (allocated blocks)",
             store_size.clone(),
         );
         let retention_removed = Counter::default();
@@ -142,8 +146,36 @@ impl Metrics {
             "Reviews refused (never recorded) because the client certificate was missing, untrusted or not an allowed name (--webhook-client-ca)",
             webhook_client_refused.clone(),
         );
+        let volume_free = Gauge::default();
+        registry.register(
+            "store_volume_free_bytes",
+            "Free bytes of the volume holding the store (as df's Avail)",
+            volume_free.clone(),
+        );
+        let accepting_writes = Gauge::default();
+        registry.register(
+            "store_accepting_writes",
+            "1 while the store's writes succeed, 0 from a failed write (a full disk) until one succeeds again",
+            accepting_writes.clone(),
+        );
+        let write_state_changes = Counter::default();
+        registry.register(
+            "store_write_state_changes",
+            "Changes between accepting and refusing writes",
+            write_state_changes.clone(),
+        );
+        let rejected_events = Counter::default();
+        registry.register(
+            "store_rejected_events",
+            "Events the store refused alone (a key over the engine's limit, a failure while encoding it); answered allowed, not recorded",
+            rejected_events.clone(),
+        );
         Metrics {
             webhook_client_refused,
+            volume_free,
+            accepting_writes,
+            write_state_changes,
+            rejected_events,
             registry,
             admission_duration,
             reviews,
@@ -189,11 +221,20 @@ impl Metrics {
     pub fn render(&self, store: &Store) -> String {
         self.store_size
             .set(i64::try_from(store.disk_space()).unwrap_or(i64::MAX));
+        if let Some(free) = store.volume_free_bytes() {
+            self.volume_free
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
+        }
+        let health = store.health();
+        self.accepting_writes
+            .set(i64::from(health.accepts_writes()));
         let stats = store.stats();
         for (counter, total) in [
             (&self.retention_removed, &stats.events_removed_by_retention),
             (&self.write_batches, &stats.write_batches),
             (&self.write_errors, &stats.write_errors),
+            (&self.write_state_changes, &health.transitions),
+            (&self.rejected_events, &stats.rejected_events),
         ] {
             let total = total.load(Ordering::Relaxed);
             let seen = counter.get();

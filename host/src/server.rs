@@ -229,9 +229,15 @@ pub async fn run(
     }
 
     state.plugins.shutdown();
-    tokio::task::spawn_blocking(move || store.close())
+    let flushed = tokio::task::spawn_blocking(move || store.shutdown())
         .await
         .context("closing the store panicked")?;
-    tracing::info!("logistis stopped; the store is flushed");
+    if flushed {
+        tracing::info!("logistis stopped; the store is flushed");
+    } else {
+        tracing::error!(
+            "logistis stopped; the store could NOT be flushed (writes were failing): events answered since the first failure were not recorded"
+        );
+    }
     Ok(())
 }

@@ -22,6 +22,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     UnsupportedMediaType(String),
     Unavailable(String),
+    /// A stored record that cannot be read: a 500 that names it.
+    Damaged(String),
     Internal(anyhow::Error),
 }
 
@@ -41,7 +43,17 @@ impl ApiError {
 
 impl From<crate::store::Error> for ApiError {
     fn from(error: crate::store::Error) -> Self {
-        ApiError::Internal(error.into())
+        use crate::store::Error;
+        match error {
+            // Named in the answer: the client learns which event cannot be read (and the
+            // rest of the store still answers).
+            Error::Corrupt { .. } | Error::Decode { .. } => {
+                tracing::error!(error = %crate::telemetry::chain(&error), "a stored event cannot be read");
+                ApiError::Damaged(error.to_string())
+            }
+            Error::Reopening => ApiError::Unavailable(error.to_string()),
+            other => ApiError::Internal(other.into()),
+        }
     }
 }
 
@@ -55,6 +67,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
             }
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
+            ApiError::Damaged(message) => (StatusCode::INTERNAL_SERVER_ERROR, message),
             ApiError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "internal error");
                 (

@@ -1,5 +1,7 @@
 //! Probes, metrics and the plugin status: `/livez` (the process serves), `/readyz` (the store
-//! is open and the first plugin set is loaded), `/metrics` (Prometheus text).
+//! is open and accepts writes, and the first plugin set is loaded), `/metrics` (Prometheus
+//! text). The webhook listener's `/readyz` never fails on the store — the webhook answers
+//! whatever the disk does — but says `degraded` while writes fail.
 
 use axum::Json;
 use axum::extract::{OriginalUri, State};
@@ -19,12 +21,41 @@ pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiEr
             "the store is not accepting writes".into(),
         ));
     }
+    if let Some(reason) = not_writing(&state) {
+        return Err(ApiError::Unavailable(reason));
+    }
     if !state.plugins.is_ready() {
         return Err(ApiError::Unavailable(
             "the first plugin set is not loaded yet".into(),
         ));
     }
     Ok("ok\n")
+}
+
+/// Why the store refuses writes, while it does.
+fn not_writing(state: &AppState) -> Option<String> {
+    let health = state.store.health();
+    (!health.accepts_writes()).then(|| {
+        let reason = health.reason().unwrap_or_default();
+        format!("the store is not accepting writes: {reason}")
+    })
+}
+
+/// The webhook listener's `/readyz`: 200 while the process answers reviews, with
+/// `degraded: …` while the store refuses writes (reviews are then answered, not recorded).
+pub async fn webhook_readyz(State(state): State<AppState>) -> Result<String, ApiError> {
+    if !state.store.is_open() {
+        return Err(ApiError::Unavailable("the store is closed".into()));
+    }
+    if !state.plugins.is_ready() {
+        return Err(ApiError::Unavailable(
+            "the first plugin set is not loaded yet".into(),
+        ));
+    }
+    Ok(match not_writing(&state) {
+        Some(reason) => format!("degraded: {reason}\n"),
+        None => "ok\n".to_owned(),
+    })
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

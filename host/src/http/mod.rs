@@ -75,7 +75,7 @@ pub fn webhook_router_with(
     Router::new()
         .route("/validate", validate)
         .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::webhook_readyz))
         .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }

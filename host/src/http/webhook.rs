@@ -261,6 +261,11 @@ async fn record(
             tracing::debug!(%id, "re-sent review: already recorded");
             ReviewOutcome::Deduplicated
         }
+        // The store logs once when writes start failing and once when they work again.
+        Ok(Err(error @ crate::store::Error::NotWriting(_))) => {
+            tracing::debug!(error = %crate::telemetry::chain(&error), "event not recorded");
+            ReviewOutcome::StoreError
+        }
         Ok(Err(error)) => {
             tracing::error!(error = %crate::telemetry::chain(&error), "cannot record the event");
             ReviewOutcome::StoreError

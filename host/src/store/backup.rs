@@ -27,6 +27,8 @@ const RESTORE_BATCH: usize = 10_000;
 pub enum BackupError {
     #[error("cannot read the store")]
     Store(#[from] fjall::Error),
+    #[error("the store is reopening after a failed write: try again in a moment")]
+    Reopening,
     #[error("cannot write the backup")]
     Write(#[source] io::Error),
     #[error("cannot read the backup")]
@@ -226,7 +228,8 @@ impl Store {
         &self,
         writer: &mut BackupWriter<W>,
     ) -> Result<Summary, BackupError> {
-        let db = &self.shared.db;
+        let engine = self.shared().engine().map_err(|_| BackupError::Reopening)?;
+        let db = &engine.db;
         let snapshot = db.snapshot();
         let mut names: Vec<String> = db
             .list_keyspace_names()

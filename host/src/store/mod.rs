@@ -2,7 +2,8 @@
 //! group commit, and retention.
 //!
 //! Keyspaces (all keys binary, see [`keys`]):
-//! - `events`: id → summary (see `record`); `objects`: id → the objects after/before.
+//! - `events`: id → summary (see `record`); `objects`: id → the objects after/before, as
+//!   zstd snapshots and deltas on the previous version (see `objects`).
 //! - `by_object` (group, kind, namespace, name, id), `by_namespace` (namespace, id),
 //!   `by_kind` (kind, id), `by_kind_ns` (namespace, kind, id), `by_user` (username, id):
 //!   empty values; every "newest N" is one reverse range scan.
@@ -12,13 +13,18 @@
 //!
 //! Only the writer thread (`writer`) mutates; reads go straight to fjall from any thread
 //! (callers on an async runtime wrap them in `spawn_blocking`). Kinds are stored lower-case
-//! in keys so that `kind` matches case-insensitively.
+//! in keys so that `kind` matches case-insensitively. A failed write (a full disk) makes the
+//! store refuse writes until the writer has reopened the database (see `engine`); one event
+//! that cannot be stored (a key over fjall's limit) is refused alone.
 
 pub mod backup;
+mod engine;
 pub mod keys;
+mod objects;
 mod query;
 mod record;
 mod retention;
+mod states;
 mod status;
 mod writer;
 
@@ -28,10 +34,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use crossbeam_channel::Sender;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use logistis_api::EventId;
 
+pub(crate) use engine::{Engine, Keyspaces};
+pub use engine::{Health, MemoryPlan};
 pub use query::{EventFilter, ObjectKey, Page, Scan};
 pub use record::Objects;
 pub use status::{StatusRecord, StatusUpdate};
@@ -69,7 +77,13 @@ pub struct StoreSettings {
     pub max_size_bytes: Option<u64>,
     /// How often the age and size limits are checked.
     pub retention_interval: Duration,
+    /// Memory for fjall's block cache and memtables and the writer's delta bases together
+    /// (see [`MemoryPlan`]).
+    pub memory_budget_bytes: u64,
 }
+
+/// The default of [`StoreSettings::memory_budget_bytes`].
+pub const DEFAULT_MEMORY_BUDGET: u64 = 32 << 20;
 
 impl Default for StoreSettings {
     fn default() -> Self {
@@ -79,6 +93,7 @@ impl Default for StoreSettings {
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             max_size_bytes: None,
             retention_interval: Duration::from_secs(10),
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -104,47 +119,17 @@ pub enum Error {
     },
     #[error("the store is closed")]
     Closed,
+    #[error("the store is being reopened after a write failure")]
+    Reopening,
+    /// Writes failed and have not succeeded since (a full disk, an I/O error).
+    #[error("the store is not accepting writes: {0}")]
+    NotWriting(String),
+    /// This event alone cannot be stored (the others of its group are).
+    #[error("event {uid:?} cannot be stored: {reason}")]
+    Unstorable { uid: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Every keyspace, opened once.
-pub(crate) struct Keyspaces {
-    pub events: Keyspace,
-    pub objects: Keyspace,
-    pub by_object: Keyspace,
-    pub by_namespace: Keyspace,
-    pub by_kind: Keyspace,
-    pub by_kind_ns: Keyspace,
-    pub by_user: Keyspace,
-    pub dedupe: Keyspace,
-    pub ns_stats: Keyspace,
-    pub trimmed: Keyspace,
-    pub cursors: Keyspace,
-    pub status: Keyspace,
-    pub pending: Keyspace,
-}
-
-impl Keyspaces {
-    fn open(db: &Database) -> Result<Self, fjall::Error> {
-        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        Ok(Keyspaces {
-            events: open("events")?,
-            objects: open("objects")?,
-            by_object: open("by_object")?,
-            by_namespace: open("by_namespace")?,
-            by_kind: open("by_kind")?,
-            by_kind_ns: open("by_kind_ns")?,
-            by_user: open("by_user")?,
-            dedupe: open("dedupe")?,
-            ns_stats: open("ns_stats")?,
-            trimmed: open("trimmed")?,
-            cursors: open("cursors")?,
-            status: open("status")?,
-            pending: open("pending")?,
-        })
-    }
-}
 
 /// Counters the store keeps for `/metrics`.
 #[derive(Debug, Default)]
@@ -152,13 +137,29 @@ pub struct StoreStats {
     pub events_removed_by_retention: AtomicU64,
     pub write_batches: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Events refused alone: unstorable (a key over fjall's limit) or failed in the writer.
+    pub rejected_events: AtomicU64,
 }
 
 pub(crate) struct Shared {
-    pub db: Database,
-    pub ks: Keyspaces,
+    pub dir: PathBuf,
+    /// `None` only while the writer reopens the database after a write failure.
+    engine: ArcSwapOption<Engine>,
     pub settings: StoreSettings,
     pub stats: StoreStats,
+    pub health: Health,
+}
+
+impl Shared {
+    /// The open database.
+    pub fn engine(&self) -> Result<Arc<Engine>> {
+        self.engine.load_full().ok_or(Error::Reopening)
+    }
+
+    /// Replace the database (the writer's recovery); `None` while it is being reopened.
+    pub fn set_engine(&self, engine: Option<Arc<Engine>>) {
+        self.engine.store(engine);
+    }
 }
 
 /// A handle on the store; cheap to clone.
@@ -184,13 +185,13 @@ impl Store {
             path: dir.to_owned(),
             source,
         };
-        let db = Database::builder(dir).open().map_err(open_error)?;
-        let ks = Keyspaces::open(&db).map_err(open_error)?;
+        let engine = Engine::open(dir, &settings).map_err(open_error)?;
         let shared = Arc::new(Shared {
-            db,
-            ks,
+            dir: dir.to_owned(),
+            engine: ArcSwapOption::from_pointee(engine),
             settings,
             stats: StoreStats::default(),
+            health: Health::default(),
         });
         let (retention_tx, retention_rx) = crossbeam_channel::unbounded();
         let (writer_tx, writer_thread) = writer::start(shared.clone(), retention_tx)?;
@@ -226,6 +227,7 @@ impl Store {
     pub fn cursor(&self, consumer: &str) -> Result<Option<EventId>> {
         Ok(self
             .shared
+            .engine()?
             .ks
             .cursors
             .get(consumer.as_bytes())?
@@ -247,9 +249,42 @@ impl Store {
         threads.first().is_some_and(|writer| !writer.is_finished())
     }
 
-    /// Bytes on disk (tables and journals).
+    /// Whether writes succeed (`false` from a failed write until one succeeds again).
+    pub fn health(&self) -> &Health {
+        &self.shared.health
+    }
+
+    /// Bytes the store's files take on disk (allocated blocks: journals are sparse files).
     pub fn disk_space(&self) -> u64 {
-        self.shared.db.disk_space().unwrap_or(0)
+        engine::allocated_bytes(&self.shared.dir)
+    }
+
+    /// Free bytes of the volume that holds the store, for the unprivileged (as `df`).
+    pub fn volume_free_bytes(&self) -> Option<u64> {
+        engine::volume_free_bytes(&self.shared.dir)
+    }
+
+    /// Write every memtable to a table and wait (benchmarks: the steady state on disk).
+    pub fn flush_tables(&self) -> Result<()> {
+        let engine = self.shared.engine()?;
+        let ks = &engine.ks;
+        for keyspace in [
+            &ks.events,
+            &ks.objects,
+            &ks.by_object,
+            &ks.by_namespace,
+            &ks.by_kind,
+            &ks.by_kind_ns,
+            &ks.by_user,
+            &ks.dedupe,
+            &ks.ns_stats,
+            &ks.trimmed,
+            &ks.cursors,
+        ] {
+            keyspace.rotate_memtable_and_wait()?;
+        }
+        engine.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// Counters for `/metrics`.
@@ -260,6 +295,8 @@ impl Store {
     /// The newest event id in the log.
     pub fn last_id(&self) -> Option<EventId> {
         self.shared
+            .engine()
+            .ok()?
             .ks
             .events
             .last_key_value()
@@ -270,11 +307,18 @@ impl Store {
     /// Flush everything to disk and stop the background threads. Appends after this fail;
     /// the directory is released when the last clone of the handle is dropped.
     pub fn close(self) {
+        let _ = self.shutdown();
+    }
+
+    /// [`Store::close`], telling whether everything written reached the disk (false when
+    /// writes were failing, or the final flush failed).
+    pub fn shutdown(self) -> bool {
         let _ = self.writer.send(writer::Command::Shutdown);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for thread in threads {
             let _ = thread.join();
         }
+        self.shared.health.flushed().unwrap_or(false)
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -291,5 +335,9 @@ pub(crate) fn read_u64(value: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
+mod layout_tests;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,11 @@
 use fjall::Readable as _;
 use logistis_api::{Event, EventId, NamespaceSummary, Operation, Status};
 
-use super::record::{self, Objects, StoredPatch};
-use super::{Result, Store, keys, read_u64};
+use std::collections::HashMap;
+
+use super::objects::{self, Texts};
+use super::record::{self, StoredPatch};
+use super::{Engine, Keyspaces, Result, Store, keys, read_u64};
 
 /// Filters of `GET /api/v1/events`. `namespace: Some("")` selects cluster-scoped objects.
 #[derive(Debug, Clone, Default)]
@@ -30,10 +33,34 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether `event` passes every filter (for readers that follow the log, e.g. watches).
     pub fn matches_event(&self, event: &Event) -> bool {
-        self.matches(event)
+        use std::borrow::Cow;
+        let r = &event.resource;
+        let fields = record::FilterFields {
+            resource: record::ResourceFields {
+                group: Cow::Borrowed(&r.group),
+                kind: Cow::Borrowed(&r.kind),
+                namespace: Cow::Borrowed(&r.namespace),
+                name: Cow::Borrowed(&r.name),
+            },
+            user: record::UserFields {
+                username: Cow::Borrowed(&event.user.username),
+            },
+            operation: Cow::Borrowed(event.operation.as_str()),
+            time: event.time,
+        };
+        self.matches_fields(&fields) && self.matches_status(event.status)
     }
 
-    fn matches(&self, event: &Event) -> bool {
+    /// The status filter: the status lives in its own keyspace, so it is checked once the
+    /// event is read (events without a status never match a status filter).
+    fn matches_status(&self, status: Option<Status>) -> bool {
+        self.status
+            .as_ref()
+            .is_none_or(|statuses| status.is_some_and(|status| statuses.contains(&status)))
+    }
+
+    /// Whether an event matches, from the borrowed fields of its summary (all but `status`).
+    fn matches_fields(&self, event: &record::FilterFields<'_>) -> bool {
         let r = &event.resource;
         let time = event.time.timestamp_micros();
         self.namespace.as_ref().is_none_or(|ns| *ns == r.namespace)
@@ -47,14 +74,9 @@ impl EventFilter {
             && self
                 .operation
                 .as_ref()
-                .is_none_or(|o| *o == event.operation)
+                .is_none_or(|o| o.as_str().eq_ignore_ascii_case(&event.operation))
             && self.since_micros.is_none_or(|since| time >= since)
             && self.until_micros.is_none_or(|until| time < until)
-            && self.status.as_ref().is_none_or(|statuses| {
-                event
-                    .status
-                    .is_some_and(|status| statuses.contains(&status))
-            })
     }
 }
 
@@ -71,6 +93,8 @@ pub struct Scan {
 
 impl Scan {
     pub const DEFAULT_BUDGET: usize = 20_000;
+    /// However many entries that is, a page stops reading after this long.
+    pub const TIME_BUDGET: std::time::Duration = std::time::Duration::from_millis(250);
 }
 
 /// A page of events, newest first. `next` continues strictly before that id.
@@ -110,7 +134,8 @@ fn id_floor(micros: Option<i64>) -> u64 {
 impl Store {
     /// Events matching `filter`, newest first.
     pub fn list_events(&self, filter: &EventFilter, scan: Scan) -> Result<Page> {
-        let ks = &self.shared().ks;
+        let engine = self.shared().engine()?;
+        let ks = &engine.ks;
         let kind = filter.kind.as_ref().map(|k| k.to_ascii_lowercase());
         let (keyspace, prefix) = match (&filter.group, &kind, &filter.namespace, &filter.name) {
             (Some(group), Some(kind), Some(ns), Some(name)) => {
@@ -146,26 +171,43 @@ impl Store {
         let mut items = Vec::new();
         let mut examined = 0;
         let mut next = None;
+        let started = std::time::Instant::now();
+        let scanning_log = std::ptr::eq(keyspace, &ks.events);
         for guard in keyspace.range(lower..upper).rev() {
-            let key = guard.key()?;
+            let (key, value) = if scanning_log {
+                let (key, value) = guard.into_inner()?;
+                (key, Some(value))
+            } else {
+                (guard.key()?, None)
+            };
             let Some(id) = keys::id_suffix(&key) else {
                 continue;
             };
             examined += 1;
-            if examined > scan.budget {
+            // Filters no index covers (group alone, operation alone) are answered a slice at a
+            // time: the page ends early with a `continue` token.
+            if examined > scan.budget || started.elapsed() > Scan::TIME_BUDGET {
                 next = Some(EventId(id.0 + 1));
                 break;
             }
-            let Some(event) = self.summary(id)? else {
-                continue;
+            let value = match value {
+                Some(value) => value,
+                None => match ks.events.get(id.to_be_bytes())? {
+                    Some(value) => value,
+                    None => continue,
+                },
             };
-            if !filter.matches(&event) {
+            if !filter.matches_fields(&record::decode_filter_fields(id, &value)?) {
                 continue;
             }
             if items.len() == scan.limit {
                 // One more match exists: the page is full and there is more to read.
                 next = items.last().map(|e: &Event| e.id);
                 break;
+            }
+            let event = self.summary_from(&engine, id, &value)?;
+            if !filter.matches_status(event.status) {
+                continue;
             }
             items.push(event);
         }
@@ -174,50 +216,52 @@ impl Store {
 
     /// One event's summary (no objects).
     pub fn summary(&self, id: EventId) -> Result<Option<Event>> {
-        let Some(value) = self.shared().ks.events.get(id.to_be_bytes())? else {
+        let engine = self.shared().engine()?;
+        self.summary_in(&engine, id)
+    }
+
+    fn summary_in(&self, engine: &Engine, id: EventId) -> Result<Option<Event>> {
+        let Some(value) = engine.ks.events.get(id.to_be_bytes())? else {
             return Ok(None);
         };
-        let (mut event, patch, _) = record::decode_summary(id, &value)?;
+        self.summary_from(engine, id, &value).map(Some)
+    }
+
+    fn summary_from(&self, engine: &Engine, id: EventId, value: &[u8]) -> Result<Event> {
+        let (mut event, patch, _) = record::decode_summary(id, value)?;
         if patch == StoredPatch::WholeObject {
-            let raw = self.shared().ks.objects.get(id.to_be_bytes())?;
-            let object = match &raw {
-                Some(value) => {
-                    record::parse_raw(id, record::decode_raw_objects(id, value)?.object)?
-                }
-                None => None,
-            };
+            // A CREATE: self-contained, one record.
+            let texts = texts(&engine.ks, &engine.db.snapshot(), id)?;
+            let object = parse(id, texts.object.as_deref())?;
             event.patch = record::whole_object_patch(object.as_ref());
         }
         self.merge_status(&mut event)?;
-        Ok(Some(event))
+        Ok(event)
     }
 
     /// One event with its objects.
     pub fn get_event(&self, id: EventId) -> Result<Option<Event>> {
-        let Some(value) = self.shared().ks.events.get(id.to_be_bytes())? else {
+        // One snapshot for the summary and the chain of deltas: retention may rewrite them.
+        let engine = self.shared().engine()?;
+        let snapshot = engine.db.snapshot();
+        let Some(value) = snapshot.get(&engine.ks.events, id.to_be_bytes())? else {
             return Ok(None);
         };
         let (mut event, patch, _) = record::decode_summary(id, &value)?;
-        let objects = self.objects(id)?;
+        let texts = texts(&engine.ks, &snapshot, id)?;
+        event.object = parse(id, texts.object.as_deref())?;
+        event.old_object = parse(id, texts.old_object.as_deref())?;
         if patch == StoredPatch::WholeObject {
-            event.patch = record::whole_object_patch(objects.object.as_ref());
+            event.patch = record::whole_object_patch(event.object.as_ref());
         }
-        event.object = objects.object;
-        event.old_object = objects.old_object;
         self.merge_status(&mut event)?;
         Ok(Some(event))
     }
 
-    fn objects(&self, id: EventId) -> Result<Objects> {
-        match self.shared().ks.objects.get(id.to_be_bytes())? {
-            Some(value) => record::decode_objects(id, &value),
-            None => Ok(Objects::default()),
-        }
-    }
-
     /// Every namespace with stored events: count and newest event.
     pub fn namespaces(&self) -> Result<Vec<NamespaceSummary>> {
-        let ks = &self.shared().ks;
+        let engine = self.shared().engine()?;
+        let ks = &engine.ks;
         let mut summaries = Vec::new();
         for guard in ks.ns_stats.iter() {
             let (key, value) = guard.into_inner()?;
@@ -231,7 +275,7 @@ impl Store {
                 .next_back()
             {
                 Some(guard) => match keys::id_suffix(&guard.key()?) {
-                    Some(id) => self.summary(id)?,
+                    Some(id) => self.summary_in(&engine, id)?,
                     None => None,
                 },
                 None => None,
@@ -250,12 +294,15 @@ impl Store {
     /// (a DELETE, or an event without `object`) — rebuilding versions needs nothing more, and
     /// not parsing it halves the work of a history answer.
     pub fn object_events(&self, object: &ObjectKey) -> Result<(Vec<Event>, u64)> {
-        let ks = &self.shared().ks;
+        let engine = self.shared().engine()?;
+        let ks = &engine.ks;
         let prefix = object.prefix();
         // One snapshot for every read: retention may delete versions meanwhile, and the
         // versions and the count of trimmed ones must describe the same moment.
-        let snapshot = self.shared().db.snapshot();
+        let snapshot = engine.db.snapshot();
         let mut events = Vec::new();
+        // The state of every version read so far: the base of the next delta is one of them.
+        let mut states: HashMap<EventId, Vec<u8>> = HashMap::new();
         for guard in snapshot.prefix(&ks.by_object, &prefix) {
             let key = guard.key()?;
             let Some(id) = keys::id_suffix(&key) else {
@@ -266,10 +313,20 @@ impl Store {
             };
             let (mut event, patch, _) = record::decode_summary(id, &summary)?;
             if let Some(value) = snapshot.get(&ks.objects, id.to_be_bytes())? {
-                let raw = record::decode_raw_objects(id, &value)?;
-                event.object = record::parse_raw(id, raw.object)?;
+                let texts = match objects::base_of(id, &value)? {
+                    None => objects::decode(id, &value, None)?,
+                    Some(base) => match states.get(&base) {
+                        Some(state) => objects::decode(id, &value, Some(state))?,
+                        // Not a version of this object read here: rebuild it on its own.
+                        None => texts(ks, &snapshot, id)?,
+                    },
+                };
+                event.object = parse(id, texts.object.as_deref())?;
                 if event.object.is_none() || event.operation == Operation::Delete {
-                    event.old_object = record::parse_raw(id, raw.old_object)?;
+                    event.old_object = parse(id, texts.old_object.as_deref())?;
+                }
+                if let Some(state) = texts.into_state() {
+                    states.insert(id, state);
                 }
             }
             if patch == StoredPatch::WholeObject {
@@ -288,18 +345,40 @@ impl Store {
 
     /// The log in order, strictly after `after`, with objects (for sinks).
     pub fn read_log(&self, after: Option<EventId>, limit: usize) -> Result<Vec<Event>> {
+        let engine = self.shared().engine()?;
+        let ks = &engine.ks;
         let start = after.map_or(0, |id| id.0.saturating_add(1));
+        let snapshot = engine.db.snapshot();
         let mut events = Vec::with_capacity(limit.min(1024));
-        for guard in self.shared().ks.events.range(start.to_be_bytes()..) {
+        // States of the events read so far: most deltas in a page are on one of them.
+        let mut states: HashMap<EventId, Vec<u8>> = HashMap::new();
+        for guard in snapshot.range(&ks.events, start.to_be_bytes()..) {
             if events.len() >= limit {
                 break;
             }
-            let key = guard.key()?;
-            if let Some(id) = keys::id_suffix(&key)
-                && let Some(event) = self.get_event(id)?
-            {
-                events.push(event);
+            let (key, summary) = guard.into_inner()?;
+            let Some(id) = keys::id_suffix(&key) else {
+                continue;
+            };
+            let (mut event, patch, _) = record::decode_summary(id, &summary)?;
+            if let Some(value) = snapshot.get(&ks.objects, id.to_be_bytes())? {
+                let texts = match objects::base_of(id, &value)? {
+                    Some(base) if states.contains_key(&base) => {
+                        objects::decode(id, &value, states.get(&base).map(Vec::as_slice))?
+                    }
+                    None => objects::decode(id, &value, None)?,
+                    Some(_) => texts(ks, &snapshot, id)?,
+                };
+                event.object = parse(id, texts.object.as_deref())?;
+                event.old_object = parse(id, texts.old_object.as_deref())?;
+                if let Some(state) = texts.into_state() {
+                    states.insert(id, state);
+                }
             }
+            if patch == StoredPatch::WholeObject {
+                event.patch = record::whole_object_patch(event.object.as_ref());
+            }
+            events.push(event);
         }
         Ok(events)
     }
@@ -316,7 +395,8 @@ impl Store {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<Vec<(String, String)>> {
-        let ks = &self.shared().ks;
+        let engine = self.shared().engine()?;
+        let ks = &engine.ks;
         let kind = kind.to_ascii_lowercase();
         let kind_prefix = keys::prefix(&[group, &kind]);
         let mut start = match after {
@@ -354,4 +434,24 @@ impl Store {
         }
         Ok(names)
     }
+}
+
+/// The texts of event `id`'s objects, rebuilt from its record and those of its bases.
+fn texts(ks: &Keyspaces, snapshot: &fjall::Snapshot, id: EventId) -> Result<Texts> {
+    let get = |id: EventId| {
+        snapshot
+            .get(&ks.objects, id.to_be_bytes())
+            .map_err(super::Error::from)
+    };
+    Ok(objects::rebuild(id, get)?
+        .map(|(texts, _)| texts)
+        .unwrap_or_default())
+}
+
+/// Parse one object's JSON text.
+fn parse(id: EventId, text: Option<&[u8]>) -> Result<Option<serde_json::Value>> {
+    text.map(|text| {
+        serde_json::from_slice(text).map_err(|source| super::Error::Decode { id, source })
+    })
+    .transpose()
 }

@@ -171,7 +171,7 @@ impl VersionCounts {
                 // (backwards, every step is a new search).
                 let mut live = 0;
                 let mut scanned_through = EventId(0);
-                for guard in shared.ks.by_object.prefix(prefix) {
+                for guard in shared.engine()?.ks.by_object.prefix(prefix) {
                     if let Some(id) = keys::id_suffix(&guard.key()?) {
                         live += 1;
                         scanned_through = id;
@@ -213,6 +213,7 @@ fn trim_object(
     end.extend_from_slice(&[0xff; 9]);
     let mut oldest = Vec::with_capacity(excess);
     for guard in shared
+        .engine()?
         .ks
         .by_object
         .range(keys::with_id(prefix, versions.low)..end)
@@ -254,6 +255,7 @@ fn sweep_age(shared: &Shared, writer: &Sender<Command>) -> Result<u64> {
     for _ in 0..MAX_CHUNKS_PER_SWEEP {
         let mut expired = Vec::new();
         for guard in shared
+            .engine()?
             .ks
             .events
             .range(..cutoff.to_be_bytes())
@@ -277,14 +279,15 @@ fn sweep_size(shared: &Shared, writer: &Sender<Command>) -> Result<bool> {
     let Some(max) = shared.settings.max_size_bytes else {
         return Ok(false);
     };
-    let size = shared.db.disk_space()?;
+    let size = super::engine::allocated_bytes(&shared.dir);
     if size <= max {
         return Ok(false);
     }
     let excess = size - max;
     let mut freed = 0u64;
     let mut oldest = Vec::new();
-    for guard in shared
+    let engine = shared.engine()?;
+    for guard in engine
         .ks
         .events
         .iter()
@@ -294,7 +297,7 @@ fn sweep_size(shared: &Shared, writer: &Sender<Command>) -> Result<bool> {
         let Some(id) = keys::id_suffix(&key) else {
             continue;
         };
-        let objects = shared.ks.objects.size_of(id.to_be_bytes())?.unwrap_or(0);
+        let objects = engine.ks.objects.size_of(id.to_be_bytes())?.unwrap_or(0);
         freed += value.len() as u64 + u64::from(objects);
         oldest.push(id);
         if freed >= excess {

@@ -66,6 +66,7 @@ impl Store {
     /// The stored status of one event, if it has one.
     pub fn status(&self, id: EventId) -> Result<Option<StatusRecord>> {
         self.shared()
+            .engine()?
             .ks
             .status
             .get(id.to_be_bytes())?
@@ -85,7 +86,8 @@ impl Store {
     pub fn pending(&self, after: Option<EventId>, limit: usize) -> Result<Vec<EventId>> {
         let start = after.map_or(0, |id| id.0.saturating_add(1));
         let mut ids = Vec::new();
-        for guard in self.shared().ks.pending.range(start.to_be_bytes()..) {
+        let engine = self.shared().engine()?;
+        for guard in engine.ks.pending.range(start.to_be_bytes()..) {
             if ids.len() >= limit {
                 break;
             }

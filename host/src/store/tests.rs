@@ -376,6 +376,8 @@ fn a_created_object_is_stored_once_and_its_patch_rebuilt() {
     // One copy of the 4 KB annotation on disk, in the objects; none in the summary.
     let summary = store
         .shared()
+        .engine()
+        .unwrap()
         .ks
         .events
         .get(id.to_be_bytes())
@@ -496,5 +498,98 @@ fn retention_by_size_removes_the_oldest_events_first() {
             .unwrap();
     }
     wait_for_count(&store, 0);
+    store.close();
+}
+
+/// Appends `events` all at once (so the writer takes them as one or few group commits) and
+/// returns each outcome, in order.
+fn append_all(store: &Store, events: Vec<NewEvent>) -> Vec<Result<Appended>> {
+    let receivers: Vec<_> = events
+        .into_iter()
+        .map(|event| store.append(Box::new(event)))
+        .collect();
+    receivers
+        .into_iter()
+        .map(|r| r.blocking_recv().unwrap())
+        .collect()
+}
+
+#[test]
+fn an_oversized_key_is_rejected_alone_in_a_busy_group_commit() {
+    let (_dir, store) = open(settings());
+    let mut events: Vec<NewEvent> = (0..150)
+        .map(|i| {
+            event(
+                "shop",
+                "Deployment",
+                &format!("d{i}"),
+                "alice",
+                &format!("k{i}"),
+            )
+        })
+        .collect();
+    let long = "n".repeat(70_000);
+    events[40] = event("shop", "Deployment", &long, "alice", "hostile-name");
+    events[90] = event(&long, "Deployment", "web", "alice", "hostile-namespace");
+    events[120] = event("shop", "Deployment", "web", &long, "hostile-user");
+    let outcomes = append_all(&store, events);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (40 | 90 | 120, Err(Error::Unstorable { uid, reason })) => {
+                assert!(uid.starts_with("hostile-"), "{uid}");
+                assert!(reason.contains("65535"), "{reason}");
+            }
+            (40 | 90 | 120, other) => panic!("hostile event {i}: {other:?}"),
+            (_, Ok(Appended::Recorded(_))) => {}
+            (_, other) => panic!("good event {i} lost: {other:?}"),
+        }
+    }
+    assert!(
+        store
+            .stats()
+            .write_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 150,
+        "the appends shared group commits"
+    );
+    assert_eq!(
+        store
+            .stats()
+            .rejected_events
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(store.read_log(None, 1000).unwrap().len(), 147);
+    // The writer goes on.
+    append(
+        &store,
+        event("shop", "Deployment", "after", "alice", "after"),
+    );
+    store.close();
+}
+
+#[test]
+fn a_panic_in_the_writer_costs_only_the_event_that_caused_it() {
+    let (_dir, store) = open(settings());
+    let mut events: Vec<NewEvent> = (0..60)
+        .map(|i| event("shop", "Deployment", "web", "alice", &format!("p{i}")))
+        .collect();
+    events[30].event.uid = writer::PANIC_FOR_TESTS.into();
+    events[30].dedupe_key = None;
+    let outcomes = append_all(&store, events);
+    let lost: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| !matches!(o, Ok(Appended::Recorded(_))))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(lost, [30]);
+    assert!(matches!(outcomes[30], Err(Error::Unstorable { .. })));
+    // Every stored version of the object still reads back (no delta on a lost state).
+    let (history, _) = store.object_events(&shop_web()).unwrap();
+    assert_eq!(history.len(), 59);
+    for e in &history {
+        assert!(store.get_event(e.id).unwrap().unwrap().object.is_some());
+    }
     store.close();
 }

@@ -5,22 +5,35 @@
 //! only then answers every waiting request. Concurrent admission requests therefore share
 //! one fsync, and one writer makes id allocation, dedupe and counters race-free.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fjall::{OwnedWriteBatch, PersistMode};
-use logistis_api::{Event, EventId};
+use logistis_api::{Event, EventId, Operation};
 use tokio::sync::oneshot;
 
-use super::record::{self, Objects, StoredPatch};
+use super::objects::{self, Base, Precompressed, Texts};
+use super::record::{self, StoredPatch};
+use super::states::{self, State, States};
 use super::status::{StatusRecord, StatusUpdate};
 use super::{ASYNC_FLUSH_INTERVAL, Durability, Error, Result, Shared, keys, read_u64};
 use crate::admission::NewEvent;
 
 /// Upper bound on events per group commit, so one batch never grows without limit.
 const MAX_GROUP: usize = 512;
+/// An event with this uid makes the writer panic, in tests.
+#[cfg(test)]
+pub(crate) const PANIC_FOR_TESTS: &str = "logistis-test-panic-in-the-writer";
+/// fjall's limit on the length of a key.
+const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// While writes fail, how often the volume is probed.
+const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a reopen waits for readers to let go of the old database.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Survivors of an object looked at after its deleted versions, for deltas to rewrite.
+const REBASE_WINDOW: usize = 64;
 
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +44,16 @@ pub enum Appended {
     Duplicate(EventId),
 }
 
-/// An event ready for the writer: serialised on the caller's thread, so the one writer
-/// thread only allocates the id, checks dedupe and fills the batch.
+/// An event ready for the writer: serialised (and its object compressed) on the caller's
+/// thread, so the one writer thread only allocates the id, checks dedupe, compresses the old
+/// object against the previous version and fills the batch.
 pub(crate) struct Prepared {
     /// The event without its objects (for index keys); its `id` is assigned by the writer.
     pub event: Event,
     /// The summary value (see `record`); its JSON carries a placeholder id — the real one is
     /// the key, and decoding takes it from there.
     pub summary: Vec<u8>,
-    pub objects: Option<Vec<u8>>,
+    pub objects: Option<Precompressed>,
     pub dedupe_key: Option<[u8; 32]>,
     /// The event's first status (`pending`, or `observed` for a change the watch saw),
     /// written beside it; `None` when it is not confirmed by a watch.
@@ -57,20 +71,25 @@ impl Prepared {
             status,
             confirmation: event.confirmation.take(),
         });
-        let objects = Objects {
-            object: event.object.take(),
-            old_object: event.old_object.take(),
-        };
+        let object = event.object.take();
+        let old_object = event.old_object.take();
         // A CREATE's patch is its object: stored once, rebuilt on reading.
-        let patch = if record::patch_is_whole_object(&event.patch, objects.object.as_ref()) {
+        let patch = if record::patch_is_whole_object(&event.patch, object.as_ref()) {
             event.patch = serde_json::Value::Null;
             StoredPatch::WholeObject
         } else {
             StoredPatch::Inline
         };
+        let text = |value: Option<serde_json::Value>| {
+            value.map(|v| serde_json::to_vec(&v).expect("a JSON value always serialises"))
+        };
+        let texts = Texts {
+            object: text(object),
+            old_object: text(old_object),
+        };
         Prepared {
             summary: record::encode_summary(&event, dedupe_key.as_ref(), patch),
-            objects: (!objects.is_empty()).then(|| record::encode_objects(&objects)),
+            objects: (!texts.is_empty()).then(|| Precompressed::new(texts)),
             event,
             dedupe_key,
             status,
@@ -112,14 +131,26 @@ struct Writer {
     retention: Sender<Touched>,
     last_id: u64,
     ns_counts: HashMap<String, u64>,
+    /// The newest stored state of recently written objects: what the next version is
+    /// compressed against.
+    states: States,
     dirty: bool,
+    /// When writes last failed or were last probed (see `engine`).
+    last_probe: Instant,
+}
+
+/// The writer's share of the memory budget.
+fn plan_states(settings: &super::StoreSettings) -> usize {
+    usize::try_from(super::MemoryPlan::new(settings.memory_budget_bytes).states)
+        .unwrap_or(usize::MAX)
 }
 
 pub(crate) fn start(
     shared: std::sync::Arc<Shared>,
     retention: Sender<Touched>,
 ) -> Result<(Sender<Command>, JoinHandle<()>)> {
-    let last_id = shared
+    let engine = shared.engine()?;
+    let last_id = engine
         .ks
         .events
         .last_key_value()
@@ -127,14 +158,18 @@ pub(crate) fn start(
         .transpose()?
         .and_then(|key| keys::id_suffix(&key))
         .map_or(0, |id| id.0);
-    let ns_counts = load_counts(&shared)?;
+    let ns_counts = load_counts(&engine.ks)?;
+    drop(engine);
     let (sender, receiver) = crossbeam_channel::unbounded();
+    let states = States::new(plan_states(&shared.settings));
     let mut writer = Writer {
         shared,
         retention,
         last_id,
         ns_counts,
+        states,
         dirty: false,
+        last_probe: Instant::now(),
     };
     let thread = std::thread::Builder::new()
         .name("logistis-store-writer".into())
@@ -151,6 +186,7 @@ impl Writer {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
                     self.background_flush(&mut last_flush);
+                    self.try_recover();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -179,6 +215,7 @@ impl Writer {
                 }
             }
             if !appends.is_empty() {
+                self.try_recover();
                 // A bug in one group must not take the writer (and every later write) down:
                 // the group's requests see the writer error, the next group goes on.
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -188,6 +225,7 @@ impl Writer {
                     tracing::error!(
                         "the store writer panicked on a group of events; they were not recorded"
                     );
+                    self.states.clear();
                     self.shared
                         .stats
                         .write_errors
@@ -205,16 +243,29 @@ impl Writer {
                 break;
             }
         }
-        if let Err(error) = self.shared.db.persist(PersistMode::SyncAll) {
-            tracing::error!(error = %error, "final flush of the store failed");
-        }
+        let flushed = match self.shared.engine() {
+            Ok(engine) => match engine.db.persist(PersistMode::SyncAll) {
+                Ok(()) => self.shared.health.accepts_writes(),
+                Err(error) => {
+                    tracing::error!(error = %error, "final flush of the store failed");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        self.shared.health.set_flushed(flushed);
         tracing::debug!("store writer stopped");
     }
 
     fn background_flush(&mut self, last_flush: &mut Instant) {
         if self.dirty && last_flush.elapsed() >= ASYNC_FLUSH_INTERVAL {
-            if let Err(error) = self.shared.db.persist(PersistMode::SyncData) {
+            let result = self
+                .shared
+                .engine()
+                .and_then(|engine| Ok(engine.db.persist(PersistMode::SyncData)?));
+            if let Err(error) = result {
                 tracing::error!(error = %error, "background flush of the store failed");
+                self.failed(&error);
             }
             self.dirty = false;
             *last_flush = Instant::now();
@@ -230,9 +281,18 @@ impl Writer {
     }
 
     fn append_group(&mut self, appends: Vec<(Box<Prepared>, oneshot::Sender<Result<Appended>>)>) {
-        let shared = self.shared.clone();
-        let ks = &shared.ks;
-        let mut batch = self.shared.db.batch();
+        let engine = match self.writable_engine() {
+            Ok(engine) => engine,
+            Err(error) => {
+                let reason = error.to_string();
+                for (_, reply) in appends {
+                    let _ = reply.send(Err(Error::NotWriting(reason.clone())));
+                }
+                return;
+            }
+        };
+        let ks = &engine.ks;
+        let mut batch = engine.db.batch();
         let mut outcomes = Vec::with_capacity(appends.len());
         let mut in_batch: HashMap<[u8; 32], EventId> = HashMap::new();
         let mut touched = Vec::new();
@@ -243,12 +303,33 @@ impl Writer {
             }
             return;
         }
+        self.states.keep_within_budget();
+        let mut lineages = Vec::new();
         let (prepared, replies): (Vec<_>, Vec<_>) = appends.into_iter().unzip();
         for prepared in prepared {
             // Taken before the event's bytes move into the batch.
             let prefix = object_prefix(&prepared.event);
             let namespace = prepared.event.resource.namespace.clone();
-            let outcome = self.add_to_batch(*prepared, &mut batch, &mut in_batch);
+            let uid = prepared.event.uid.clone();
+            // A panic here (a bug) costs this event, never its group: the event touches the
+            // batch only once nothing can fail any more.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.add_to_batch(&engine, *prepared, &mut batch, &mut in_batch, &mut lineages)
+            }))
+            .unwrap_or_else(|_| {
+                // Whatever the panic left half-remembered must not become a delta base.
+                self.states.clear();
+                Err(Error::Unstorable {
+                    uid,
+                    reason: "the store writer failed on it (see the log)".into(),
+                })
+            });
+            if matches!(outcome, Err(Error::Unstorable { .. })) {
+                self.shared
+                    .stats
+                    .rejected_events
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Ok(Appended::Recorded(id)) = outcome {
                 if self.shared.settings.max_versions_per_object > 0 {
                     touched.push((prefix, id));
@@ -269,7 +350,7 @@ impl Writer {
         let result = batch
             .commit()
             .and_then(|()| match self.shared.settings.durability {
-                Durability::Sync => self.shared.db.persist(PersistMode::SyncAll),
+                Durability::Sync => engine.db.persist(PersistMode::SyncAll),
                 Durability::Async | Durability::Discard => Ok(()),
             });
         self.dirty = true;
@@ -287,33 +368,114 @@ impl Writer {
                 }
             }
             Err(error) => {
-                tracing::error!(error = %error, "committing a group of events failed");
+                let error = Error::from(error);
+                self.failed(&error);
                 self.shared
                     .stats
                     .write_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Nothing of this group is durable: reload the counters and fail every request.
+                // Nothing of this group is durable: reload the counters, forget the states
+                // it would have stored, and fail every request.
                 self.reload_counts();
+                self.states.forget(&lineages);
+                let reason = crate::telemetry::chain(&error);
                 for reply in replies {
-                    let _ = reply.send(Err(Error::Io(fjall::Error::Poisoned)));
+                    let _ = reply.send(Err(Error::NotWriting(reason.clone())));
                 }
             }
         }
     }
 
     fn reload_counts(&mut self) {
-        self.ns_counts = load_counts(&self.shared).unwrap_or_default();
+        self.ns_counts = self
+            .shared
+            .engine()
+            .and_then(|engine| load_counts(&engine.ks))
+            .unwrap_or_default();
+    }
+
+    /// The database, if it takes writes: after a failed write nothing is tried until a probe
+    /// succeeded and the database was reopened.
+    fn writable_engine(&self) -> Result<std::sync::Arc<super::Engine>> {
+        match self.shared.health.reason() {
+            Some(reason) if !self.shared.health.accepts_writes() => Err(Error::NotWriting(reason)),
+            _ => self.shared.engine(),
+        }
+    }
+
+    /// A write failed: the database is poisoned (fjall) and must be reopened.
+    fn failed(&mut self, error: &Error) {
+        self.shared.health.failed(error);
+        self.last_probe = Instant::now();
+    }
+
+    /// While writes fail: every [`PROBE_INTERVAL`], write a probe file; once that works,
+    /// reopen the database and take writes again.
+    fn try_recover(&mut self) {
+        if self.shared.health.accepts_writes() || self.last_probe.elapsed() < PROBE_INTERVAL {
+            return;
+        }
+        self.last_probe = Instant::now();
+        if let Err(error) = super::engine::probe_write(&self.shared.dir) {
+            tracing::debug!(error = %error, "the store's volume still refuses writes");
+            return;
+        }
+        match self.reopen() {
+            Ok(()) => self.shared.health.recovered(),
+            Err(error) => {
+                tracing::warn!(error = %crate::telemetry::chain(&error), "reopening the store failed; trying again soon");
+            }
+        }
+    }
+
+    /// Close the (poisoned) database and open it again from its directory: its journal
+    /// holds everything that was committed.
+    fn reopen(&mut self) -> Result<()> {
+        if let Ok(old) = self.shared.engine() {
+            self.shared.set_engine(None);
+            // Readers hold the old database for the length of one query.
+            let deadline = Instant::now() + REOPEN_WAIT;
+            while std::sync::Arc::strong_count(&old) > 1 {
+                if Instant::now() >= deadline {
+                    self.shared.set_engine(Some(old));
+                    return Err(Error::Reopening);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            drop(old);
+        }
+        let engine =
+            super::Engine::open(&self.shared.dir, &self.shared.settings).map_err(|source| {
+                Error::Open {
+                    path: self.shared.dir.clone(),
+                    source,
+                }
+            })?;
+        if let Some(id) = engine
+            .ks
+            .events
+            .last_key_value()
+            .and_then(|guard| guard.key().ok())
+            .and_then(|key| keys::id_suffix(&key))
+        {
+            self.last_id = self.last_id.max(id.0);
+        }
+        self.shared.set_engine(Some(std::sync::Arc::new(engine)));
+        self.states.clear();
+        self.reload_counts();
+        Ok(())
     }
 
     /// Add one event to the batch, or report it as a duplicate.
     fn add_to_batch(
         &mut self,
+        engine: &super::Engine,
         prepared: Prepared,
         batch: &mut OwnedWriteBatch,
         in_batch: &mut HashMap<[u8; 32], EventId>,
+        lineages: &mut Vec<Vec<u8>>,
     ) -> Result<Appended> {
-        let shared = self.shared.clone();
-        let ks = &shared.ks;
+        let ks = &engine.ks;
         if let Some(key) = &prepared.dedupe_key {
             if let Some(id) = in_batch.get(key) {
                 return Ok(Appended::Duplicate(*id));
@@ -326,16 +488,36 @@ impl Writer {
         }
         let id = self.next_id();
         let id_bytes = id.to_be_bytes();
-        batch.insert(&ks.events, id_bytes.to_vec(), prepared.summary);
-        if let Some(objects) = prepared.objects {
-            batch.insert(&ks.objects, id_bytes.to_vec(), objects);
-        }
-        for (keyspace, key) in index_keys(
+        // Everything that can fail for this event alone is done before the batch is
+        // touched: a hostile event is rejected alone and its group commits without it.
+        let index = index_keys(
             ks,
             &prepared.event.resource,
             &prepared.event.user.username,
             id,
-        ) {
+        );
+        if let Some((_, key)) = index.iter().find(|(_, key)| key.len() > MAX_KEY_LEN) {
+            return Err(Error::Unstorable {
+                uid: prepared.event.uid.clone(),
+                reason: format!(
+                    "its name, namespace, kind, group or username make a key of {} bytes (at most {MAX_KEY_LEN})",
+                    key.len()
+                ),
+            });
+        }
+        #[cfg(test)]
+        if prepared.event.uid == PANIC_FOR_TESTS {
+            panic!("a bug in the writer, for tests");
+        }
+        let objects = prepared
+            .objects
+            .as_ref()
+            .map(|objects| self.encode_objects(ks, &prepared.event, id, objects, lineages));
+        if let Some(value) = objects {
+            batch.insert(&ks.objects, id_bytes.to_vec(), value);
+        }
+        batch.insert(&ks.events, id_bytes.to_vec(), prepared.summary);
+        for (keyspace, key) in index {
             batch.insert(keyspace, key, Vec::<u8>::new());
         }
         if let Some(key) = &prepared.dedupe_key {
@@ -351,13 +533,66 @@ impl Writer {
         Ok(Appended::Recorded(id))
     }
 
+    /// The objects value of event `id`: a delta on the newest stored state of its lineage,
+    /// or self-contained (a CREATE, the first sight of an object, a snapshot that is due).
+    fn encode_objects(
+        &mut self,
+        ks: &super::Keyspaces,
+        event: &Event,
+        id: EventId,
+        objects: &Precompressed,
+        lineages: &mut Vec<Vec<u8>>,
+    ) -> Vec<u8> {
+        let lineage = states::lineage(event);
+        let base = match event.operation {
+            Operation::Create => None,
+            _ => self
+                .states
+                .base(ks, &lineage, event)
+                .filter(|base| !base.snapshot_due()),
+        };
+        let (value, dependent, depth, dependent_before) = match base {
+            Some(base) => {
+                let (value, dependent) = objects.encode(Some(Base {
+                    id: base.id,
+                    state: &base.text,
+                }));
+                (value, dependent, base.depth + 1, base.dependent)
+            }
+            None => {
+                let (value, dependent) = objects.encode(None);
+                (value, dependent, 0, 0)
+            }
+        };
+        // A delta whose parts turned out not to need the base is self-contained.
+        let (depth, dependent) = match objects::base_of(id, &value) {
+            Ok(Some(_)) => (depth, dependent_before + dependent),
+            _ => (0, 0),
+        };
+        if let Some(text) = objects.texts.state() {
+            self.states.remember(
+                lineage.clone(),
+                State {
+                    id,
+                    text: text.to_vec(),
+                    depth,
+                    dependent,
+                },
+            );
+            lineages.push(lineage);
+        }
+        value
+    }
+
     fn delete(&mut self, ids: &[EventId]) -> Result<u64> {
-        let shared = self.shared.clone();
-        let ks = &shared.ks;
-        let mut batch = self.shared.db.batch();
+        let engine = self.writable_engine()?;
+        let ks = &engine.ks;
+        let mut batch = engine.db.batch();
         let mut removed = 0;
         let mut trimmed: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut ns_removed: HashMap<String, u64> = HashMap::new();
+        let mut deleted: HashSet<EventId> = HashSet::new();
+        let mut oldest_deleted: HashMap<Vec<u8>, EventId> = HashMap::new();
         for &id in ids {
             let id_bytes = id.to_be_bytes();
             let Some(value) = ks.events.get(id_bytes)? else {
@@ -374,13 +609,19 @@ impl Writer {
             if let Some(key) = dedupe {
                 batch.remove(&ks.dedupe, key.to_vec());
             }
-            *trimmed
-                .entry(resource_prefix(&summary.resource))
-                .or_default() += 1;
+            let prefix = resource_prefix(&summary.resource);
+            let oldest = oldest_deleted.entry(prefix.clone()).or_insert(id);
+            *oldest = (*oldest).min(id);
+            deleted.insert(id);
+            *trimmed.entry(prefix).or_default() += 1;
             *ns_removed
                 .entry(summary.resource.namespace.clone())
                 .or_default() += 1;
             removed += 1;
+        }
+        self.states.forget_ids(&deleted);
+        for (prefix, oldest) in &oldest_deleted {
+            rebase_survivors(ks, &mut batch, prefix, *oldest, trimmed[prefix], &deleted)?;
         }
         for (prefix, count) in trimmed {
             let before = ks.trimmed.get(&prefix)?.map_or(0, |v| read_u64(&v));
@@ -401,7 +642,8 @@ impl Writer {
             }
         }
         let result = batch.commit().map_err(Error::from);
-        if result.is_err() {
+        if let Err(error) = &result {
+            self.failed(error);
             self.reload_counts();
         }
         result?;
@@ -415,10 +657,10 @@ impl Writer {
 
     /// Every status change queued together: one batch, one commit, one fsync (sync mode).
     fn set_statuses(&mut self, groups: Vec<(Vec<StatusUpdate>, oneshot::Sender<Result<()>>)>) {
-        let shared = self.shared.clone();
-        let ks = &shared.ks;
-        let mut batch = self.shared.db.batch();
         let outcome = (|| -> Result<()> {
+            let engine = self.writable_engine()?;
+            let ks = &engine.ks;
+            let mut batch = engine.db.batch();
             for (updates, _) in &groups {
                 for update in updates {
                     let id_bytes = update.id.to_be_bytes();
@@ -444,13 +686,14 @@ impl Writer {
             }
             batch.commit()?;
             if self.shared.settings.durability == Durability::Sync {
-                self.shared.db.persist(PersistMode::SyncAll)?;
+                engine.db.persist(PersistMode::SyncAll)?;
             }
             Ok(())
         })();
         self.dirty = true;
         if let Err(error) = &outcome {
             tracing::error!(error = %error, "committing status changes failed");
+            self.failed(error);
             self.shared
                 .stats
                 .write_errors
@@ -459,22 +702,71 @@ impl Writer {
         for (_, reply) in groups {
             let _ = reply.send(match &outcome {
                 Ok(()) => Ok(()),
-                Err(_) => Err(Error::Io(fjall::Error::Poisoned)),
+                Err(error) => Err(Error::NotWriting(error.to_string())),
             });
         }
     }
 
     fn save_cursor(&mut self, name: &str, id: EventId) -> Result<()> {
-        let mut batch = self.shared.db.batch();
+        let engine = self.writable_engine()?;
+        let mut batch = engine.db.batch();
         batch.insert(
-            &self.shared.ks.cursors,
+            &engine.ks.cursors,
             name.as_bytes().to_vec(),
             id.to_be_bytes().to_vec(),
         );
-        batch.commit()?;
-        self.shared.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        let result = batch
+            .commit()
+            .and_then(|()| engine.db.persist(PersistMode::SyncAll))
+            .map_err(Error::from);
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        result
     }
+}
+
+/// Before the versions in `deleted` go, rewrite as self-contained every surviving version
+/// of the object that is stored as a delta on one of them. Retention deletes an object's
+/// oldest versions, and a version's base is the newest earlier one of its lineage, so
+/// the versions to rewrite are among the first survivors.
+fn rebase_survivors(
+    ks: &super::Keyspaces,
+    batch: &mut OwnedWriteBatch,
+    prefix: &[u8],
+    oldest: EventId,
+    count: u64,
+    deleted: &HashSet<EventId>,
+) -> Result<()> {
+    let mut end = prefix.to_vec();
+    end.extend_from_slice(&[0xff; 9]);
+    let window = usize::try_from(count)
+        .unwrap_or(usize::MAX)
+        .saturating_add(REBASE_WINDOW);
+    for guard in ks
+        .by_object
+        .range(keys::with_id(prefix, oldest)..end)
+        .take(window)
+    {
+        let Some(id) = keys::id_suffix(&guard.key()?) else {
+            continue;
+        };
+        if deleted.contains(&id) {
+            continue;
+        }
+        let Some(value) = ks.objects.get(id.to_be_bytes())? else {
+            continue;
+        };
+        if !objects::base_of(id, &value)?.is_some_and(|base| deleted.contains(&base)) {
+            continue;
+        }
+        let get = |id: EventId| ks.objects.get(id.to_be_bytes()).map_err(Error::from);
+        if let Some((texts, _)) = objects::rebuild(id, get)? {
+            let (value, _) = Precompressed::new(texts).encode(None);
+            batch.insert(&ks.objects, id.to_be_bytes().to_vec(), value);
+        }
+    }
+    Ok(())
 }
 
 /// The `ns_stats` key of a namespace: encoded like index fields, so the cluster scope (`""`)
@@ -484,9 +776,9 @@ pub(crate) fn ns_key(namespace: &str) -> Vec<u8> {
 }
 
 /// Namespace → event count, from `ns_stats`.
-pub(crate) fn load_counts(shared: &Shared) -> Result<HashMap<String, u64>> {
+pub(crate) fn load_counts(ks: &super::Keyspaces) -> Result<HashMap<String, u64>> {
     let mut counts = HashMap::new();
-    for guard in shared.ks.ns_stats.iter() {
+    for guard in ks.ns_stats.iter() {
         let (key, value) = guard.into_inner()?;
         if let Some(namespace) = keys::decode_fields(&key).and_then(|f| f.into_iter().next()) {
             counts.insert(namespace, read_u64(&value));
@@ -496,7 +788,7 @@ pub(crate) fn load_counts(shared: &Shared) -> Result<HashMap<String, u64>> {
 }
 
 /// Every index entry of an event.
-fn index_keys<'a>(
+pub(crate) fn index_keys<'a>(
     ks: &'a super::Keyspaces,
     r: &logistis_api::ResourceRef,
     username: &str,

@@ -1,0 +1,215 @@
+//! The fjall database and its keyspaces, opened with a memory budget, and the store's
+//! health: whether it accepts writes.
+//!
+//! fjall poisons a database on the first failed journal write (a full disk, an I/O error):
+//! every later write fails until it is opened again. So the writer, once a write failed,
+//! probes the volume now and then, and when a probe write succeeds it reopens the database
+//! in place (readers see "unavailable" for the few milliseconds it takes). Queries keep
+//! being answered from the poisoned database meanwhile: reading does not write.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use fjall::config::CompressionPolicy;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+
+use super::StoreSettings;
+
+/// Every keyspace, opened once per database.
+pub(crate) struct Keyspaces {
+    pub events: Keyspace,
+    pub objects: Keyspace,
+    pub by_object: Keyspace,
+    pub by_namespace: Keyspace,
+    pub by_kind: Keyspace,
+    pub by_kind_ns: Keyspace,
+    pub by_user: Keyspace,
+    pub dedupe: Keyspace,
+    pub ns_stats: Keyspace,
+    pub trimmed: Keyspace,
+    pub cursors: Keyspace,
+    /// Event id → its mutable status (see `status`); `pending`: the ids still pending.
+    pub status: Keyspace,
+    pub pending: Keyspace,
+}
+
+/// An open database.
+pub(crate) struct Engine {
+    pub db: Database,
+    pub ks: Keyspaces,
+}
+
+/// How the memory budget is shared (see the README's "The store").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// fjall's block cache.
+    pub cache: u64,
+    /// All memtables together (fjall's write buffer).
+    pub write_buffer: u64,
+    /// One keyspace's memtable, before it is flushed to a table.
+    pub memtable: u64,
+    /// Object texts the writer remembers to compress the next version against.
+    pub states: u64,
+}
+
+impl MemoryPlan {
+    pub fn new(budget: u64) -> MemoryPlan {
+        // fjall refuses a write buffer under 1 MiB.
+        let budget = budget.max(4 << 20);
+        let cache = budget * 3 / 8;
+        let write_buffer = budget / 2;
+        MemoryPlan {
+            cache,
+            write_buffer,
+            memtable: (write_buffer / 4).max(1 << 20),
+            states: budget - cache - write_buffer,
+        }
+    }
+}
+
+impl Engine {
+    pub fn open(dir: &Path, settings: &StoreSettings) -> Result<Engine, fjall::Error> {
+        let plan = MemoryPlan::new(settings.memory_budget_bytes);
+        #[expect(
+            deprecated,
+            reason = "the only way to cap all memtables together in fjall 3.1"
+        )]
+        let db = Database::builder(dir)
+            .cache_size(plan.cache)
+            .max_write_buffer_size(Some(plan.write_buffer))
+            // The smallest fjall allows: journals are replayed into memory on opening.
+            .max_journaling_size(64 << 20)
+            .open()?;
+        let memtable = plan.memtable;
+        // Summaries and index keys repeat themselves from one event to the next: LZ4 on
+        // every level (fjall's default leaves the first two uncompressed). Objects are
+        // compressed by the store itself (zstd), so their blocks are not.
+        let lz4 = move || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable)
+                .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
+        };
+        let plain = move || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable)
+                .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::None))
+        };
+        let ks = Keyspaces {
+            events: db.keyspace("events", lz4)?,
+            objects: db.keyspace("objects", plain)?,
+            by_object: db.keyspace("by_object", lz4)?,
+            by_namespace: db.keyspace("by_namespace", lz4)?,
+            by_kind: db.keyspace("by_kind", lz4)?,
+            by_kind_ns: db.keyspace("by_kind_ns", lz4)?,
+            by_user: db.keyspace("by_user", lz4)?,
+            dedupe: db.keyspace("dedupe", plain)?,
+            ns_stats: db.keyspace("ns_stats", lz4)?,
+            trimmed: db.keyspace("trimmed", lz4)?,
+            cursors: db.keyspace("cursors", lz4)?,
+            status: db.keyspace("status", lz4)?,
+            pending: db.keyspace("pending", plain)?,
+        };
+        Ok(Engine { db, ks })
+    }
+}
+
+/// Whether the store accepts writes, for `/readyz`, the webhook's status and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Health {
+    failing: AtomicBool,
+    /// Changes between accepting and refusing writes.
+    pub transitions: AtomicU64,
+    reason: Mutex<Option<String>>,
+    /// Set at shutdown: whether the final flush reached the disk.
+    flushed: Mutex<Option<bool>>,
+}
+
+impl Health {
+    pub fn accepts_writes(&self) -> bool {
+        !self.failing.load(Ordering::Acquire)
+    }
+
+    /// Why writes fail, while they do.
+    pub fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A write failed: logged once per change of state, not once per event.
+    pub(crate) fn failed(&self, error: &dyn std::error::Error) {
+        let text = crate::telemetry::chain(error);
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+        if !self.failing.swap(true, Ordering::AcqRel) {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                error = %text,
+                "the store cannot write: events are answered but not recorded until writes succeed again"
+            );
+        }
+    }
+
+    /// Writes succeed (again).
+    pub(crate) fn recovered(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
+            *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            tracing::warn!("the store writes again: events are recorded");
+        }
+    }
+
+    pub(crate) fn set_flushed(&self, flushed: bool) {
+        *self.flushed.lock().unwrap_or_else(|e| e.into_inner()) = Some(flushed);
+    }
+
+    /// After shutdown: whether everything acknowledged is on disk.
+    pub fn flushed(&self) -> Option<bool> {
+        *self.flushed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Write and sync a small file in `dir`: can the volume take writes again?
+pub(crate) fn probe_write(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".write-probe");
+    let result = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        // More than one journal entry of a big object: a volume that takes this takes events.
+        file.write_all(&[0u8; 256 * 1024])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Bytes the store's files take on disk: allocated blocks, not apparent sizes (a journal
+/// is a sparse, preallocated file).
+pub(crate) fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
+            if metadata.is_dir() {
+                pending.push(entry.path());
+            } else {
+                total += metadata.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+/// Free bytes of the volume holding `dir`, for unprivileged writers (`df`'s "Avail").
+pub(crate) fn volume_free_bytes(dir: &Path) -> Option<u64> {
+    let stats = rustix::fs::statvfs(dir).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
