@@ -534,9 +534,10 @@ mod tests {
 
     #[test]
     fn the_sample_review_is_one_the_admission_code_reads() {
-        let (uid, request) = crate::admission::review::parse(sample_review().as_bytes())
+        let (api_version, request) = crate::admission::review::parse(sample_review().as_bytes())
             .expect("a valid AdmissionReview");
-        assert_eq!(uid, "5c1e3a2b-0000-4000-8000-000000000001");
+        assert_eq!(api_version, "admission.k8s.io/v1");
+        assert_eq!(request.uid, "5c1e3a2b-0000-4000-8000-000000000001");
         assert_eq!(request.namespace.as_deref(), Some("prod-eu"));
     }
 }
