@@ -29,6 +29,18 @@ pub enum ReviewOutcome {
 }
 
 impl ReviewOutcome {
+    const ALL: [ReviewOutcome; 9] = [
+        ReviewOutcome::Recorded,
+        ReviewOutcome::Deduplicated,
+        ReviewOutcome::DryRun,
+        ReviewOutcome::Noise,
+        ReviewOutcome::SkippedByPlugin,
+        ReviewOutcome::StoreError,
+        ReviewOutcome::OverLimits,
+        ReviewOutcome::AnswerOnly,
+        ReviewOutcome::BadRequest,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             ReviewOutcome::Recorded => "recorded",
@@ -103,6 +115,13 @@ impl Metrics {
             admission_duration.clone(),
         );
         let reviews = Family::<OutcomeLabels, Counter>::default();
+        // Every outcome's series exists from the start, at zero (see `initialize` of the
+        // plugin metrics for why).
+        for outcome in ReviewOutcome::ALL {
+            let _ = reviews.get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            });
+        }
         registry.register(
             "admission_reviews",
             "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request",

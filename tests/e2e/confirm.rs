@@ -36,6 +36,18 @@ async fn start_with(cluster: Cluster, data_dir: Option<&std::path::Path>) -> Res
     })
 }
 
+impl Setup {
+    /// Start the server again on `data` (new ports) and point the cluster's webhook at it,
+    /// as the Service in front of a restarted pod does.
+    fn restart_on(&mut self, data: &std::path::Path) -> Result<()> {
+        self.server = start_server(&self.served, Some(data))?;
+        self.cluster.set_webhook(
+            Some(&self.server.webhook_url),
+            Some(&std::fs::read(&self.server.ca_path)?),
+        )
+    }
+}
+
 fn start_server(served: &Served, data_dir: Option<&std::path::Path>) -> Result<Server> {
     let mut builder = Server::builder()
         .args(["--confirm", "--confirm-deadline", DEADLINE])
@@ -468,7 +480,7 @@ async fn changes_while_logistis_was_down_are_observed_after_the_restart() {
         reviews.iter().rev().take(2).all(|(_, answered)| !answered),
         "Logistis was down: the reviews found no one: {reviews:?}"
     );
-    setup.server = start_server(&setup.served, Some(&data)).unwrap();
+    setup.restart_on(&data).unwrap();
     let events = observed(&setup.server, 4).await;
     check_four_observed(&events);
     assert!(
@@ -481,7 +493,7 @@ async fn changes_while_logistis_was_down_are_observed_after_the_restart() {
     );
     // A second restart finds nothing new: the catch-up is idempotent.
     setup.server.terminate().unwrap();
-    setup.server = start_server(&setup.served, Some(&data)).unwrap();
+    setup.restart_on(&data).unwrap();
     create_web_again_confirmed(&setup).await;
     let again = setup
         .server

@@ -64,10 +64,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = tokio::task::spawn_blocking(move || metrics.render(&store))
         .await
         .unwrap_or_default();
+    // What prometheus-client writes: OpenMetrics (counters' samples end in `_total`, the
+    // family names do not, and the text ends in `# EOF`), which Prometheus reads as such
+    // only when told so.
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         text,
     )

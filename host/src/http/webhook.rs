@@ -222,6 +222,7 @@ async fn record(
         )
         .await;
         let decision = match evaluated {
+            Ok(Ok(Decision::Ceiling { .. })) => state.plugins.ceiling_decision(),
             Ok(Ok(decision)) => decision,
             Ok(Err(error)) => {
                 tracing::error!(%error, "the predicate chain panicked: event not recorded");

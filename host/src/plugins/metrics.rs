@@ -128,6 +128,33 @@ impl Metrics {
         );
     }
 
+    /// Create the series of a set's plugins at zero when it becomes active, as Prometheus
+    /// asks of labelled counters: an alert's `increase()` then sees the first failure,
+    /// and the series are there to graph before anything went wrong.
+    pub fn initialize<'a>(
+        &self,
+        predicates: impl IntoIterator<Item = &'a str>,
+        sinks: impl IntoIterator<Item = &'a str>,
+    ) {
+        let touch = |name: &str| {
+            let _ = self.call_seconds.get_or_create(&Self::plugin(name));
+            for reason in ["trap", "timeout"] {
+                let _ = self.failures.get_or_create(&FailureLabels {
+                    plugin: name.to_owned(),
+                    reason,
+                });
+            }
+        };
+        for name in predicates {
+            touch(name);
+        }
+        for name in sinks {
+            touch(name);
+            let _ = self.sink_delivered.get_or_create(&Self::plugin(name));
+            let _ = self.sink_failures.get_or_create(&Self::plugin(name));
+        }
+    }
+
     pub fn plugin(name: &str) -> PluginLabels {
         PluginLabels {
             plugin: name.to_owned(),

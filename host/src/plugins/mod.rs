@@ -160,6 +160,10 @@ impl Shared {
         let set = Arc::new(set);
         self.active.store(set.clone());
         self.metrics.generation.set(set.generation as i64);
+        self.metrics.initialize(
+            set.predicates.iter().map(|plugin| plugin.name()),
+            set.sinks.iter().map(|plugin| plugin.name()),
+        );
         let mut workers = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
         for worker in workers.drain(..) {
             worker.stop();
@@ -340,9 +344,16 @@ impl PluginHost {
     }
 
     /// What the active set decides for a review whose chain reached its ceiling, counted.
-    /// The webhook calls this when the chain did not even answer by the ceiling.
+    /// The webhook calls this once per review: when the chain did not answer by the
+    /// ceiling, or answered [`Decision::Ceiling`] (which [`PluginHost::evaluate`] does not
+    /// count itself, so a chain stopping at the moment the webhook stops waiting for it
+    /// counts once).
     pub fn ceiling_decision(&self) -> Decision {
         self.shared.metrics.chain_ceiling.inc();
+        self.at_ceiling()
+    }
+
+    fn at_ceiling(&self) -> Decision {
         Decision::Ceiling {
             verdict: self.shared.active.load().on_error,
         }
@@ -351,7 +362,7 @@ impl PluginHost {
     /// Run the predicate chain (blocking; call it off the async worker threads). Predicates
     /// run in order and the first `skip` wins; a failing predicate counts as its
     /// `on-error` verdict. Nothing runs past `ceiling`: then the set's `on-error` decides
-    /// ([`Decision::Ceiling`], counted). Never fails: the webhook always answers.
+    /// ([`Decision::Ceiling`], counted by the caller). Never fails: the webhook always answers.
     pub fn evaluate(&self, event: &bindings::WitEvent, ceiling: Instant) -> Decision {
         let set = self.shared.active.load();
         if set.predicates.is_empty() {
@@ -362,7 +373,7 @@ impl PluginHost {
             let name = plugin.spec.name.as_str();
             let started = Instant::now();
             if started >= ceiling {
-                return self.ceiling_decision();
+                return self.at_ceiling();
             }
             let outcome = runtime::evaluate(plugin, event, Some(ceiling));
             metrics
@@ -381,7 +392,7 @@ impl PluginHost {
                         .inc();
                     log_failure(plugin, &error, event);
                     if matches!(error, CallError::Ceiling) {
-                        return self.ceiling_decision();
+                        return self.at_ceiling();
                     }
                     plugin.spec.on_error == OnError::Skip
                 }

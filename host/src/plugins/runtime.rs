@@ -277,6 +277,11 @@ impl<W: World> std::fmt::Debug for Plugin<W> {
 }
 
 impl<W: World> Plugin<W> {
+    /// The plugin's name in `plugins.yaml`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Link `component` for world `W` and create (and configure) the first instance, so a
     /// bad config is refused now, at load time, not on the first event. With `capture`,
     /// outgoing HTTP requests are recorded there instead of sent (`logistis plugin run`).

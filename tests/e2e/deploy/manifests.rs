@@ -291,7 +291,14 @@ fn rbac_is_least_privilege() {
             for object in render.of_kind(kind) {
                 let rules: Vec<PolicyRule> =
                     serde_json::from_value(object["rules"].clone()).unwrap_or_default();
-                for rule in rules {
+                // Reading every resource (confirmation's list and watch) cannot proxy:
+                // the proxy subresource is reached with get, create, update and delete.
+                for rule in rules.into_iter().filter(|rule| {
+                    !rule
+                        .verbs
+                        .iter()
+                        .all(|verb| verb == "list" || verb == "watch")
+                }) {
                     assert!(
                         !rule
                             .resources

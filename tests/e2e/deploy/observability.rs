@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use logistis_e2e::{Server, repo_root, skipped};
+use logistis_e2e::plugins::{rust_plugin, shared_cache_dir};
+use logistis_e2e::{Server, own_review, repo_root, skipped};
 use serde_json::Value;
 
 use super::{CERT_SECRET, NAMESPACE, QUERY_PORT, SERVICE, Variant, checkout, kustomize};
@@ -256,7 +257,35 @@ const CONDITIONAL: &[&str] = &[
 
 #[tokio::test]
 async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
-    let server = Server::start().unwrap();
+    // A server with a predicate and a sink, which has answered a review and a query: the
+    // per-plugin, per-sink and per-route series exist from then on.
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(
+        plugins.path().join("plugins.yaml"),
+        "predicates:\n  - name: users\n    file: users.wasm\n    deadline-ms: 1000\n\
+         sinks:\n  - name: audit-log\n    file: log.wasm\n",
+    )
+    .unwrap();
+    for (file, package) in [
+        ("users.wasm", "logistis-plugin-users"),
+        ("log.wasm", "logistis-plugin-sink-log"),
+    ] {
+        std::fs::copy(rust_plugin(package), plugins.path().join(file)).unwrap();
+    }
+    let server = Server::builder()
+        .arg("--plugins-dir")
+        .arg(plugins.path().to_str().unwrap())
+        .env(
+            "LOGISTIS_PLUGINS_CACHE_DIR",
+            shared_cache_dir().to_str().unwrap(),
+        )
+        .start()
+        .unwrap();
+    server
+        .admit(&own_review("create-deployment.json"))
+        .await
+        .unwrap();
+    server.get_ok("/api/v1/events").await.unwrap();
     let text = server.metrics().await.unwrap();
     let mut exported = BTreeSet::new();
     for line in text.lines() {
@@ -308,7 +337,7 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
         lint.stdin
             .take()
             .unwrap()
-            .write_all(text.as_bytes())
+            .write_all(classic_text(&text).as_bytes())
             .unwrap();
         let output = lint.wait_with_output().unwrap();
         assert!(
@@ -318,6 +347,41 @@ async fn every_metric_the_alerts_and_the_dashboard_name_is_exported() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// The server's OpenMetrics as the classic text format `promtool check metrics` reads: a
+/// counter family `x` with samples `x_total` becomes the family `x_total`, and `# EOF` goes.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::new();
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn openmetrics_counters_become_classic_families() {
+    let text = "# HELP a_b Things.\n# TYPE a_b counter\na_b_total 3\n# TYPE c gauge\nc 1\n# EOF\n";
+    assert_eq!(
+        classic_text(text),
+        "# HELP a_b_total Things.\n# TYPE a_b_total counter\na_b_total 3\n# TYPE c gauge\nc 1\n"
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use logistis_e2e::apiserver::{ApiServer, Scope, Subject, User};
 use logistis_e2e::plugins::ConfigMapDir;
 use logistis_e2e::{Server, cargo_bin};
 use serde_json::Value;
@@ -138,8 +139,9 @@ enum Line {
 }
 
 /// Start `logistis` as the StatefulSet would, and watch it until it serves, exits, or (with
-/// `until_logged`) writes its first structured log line.
-fn run_as_manifest(render: &Render, pod: &Pod, until_logged: bool) -> Run {
+/// `until_logged`) writes its first structured log line. `cluster` is the kubeconfig of the
+/// API server the pod would reach in-cluster (none: no cluster at all).
+fn run_as_manifest(render: &Render, pod: &Pod, until_logged: bool, cluster: Option<&Path>) -> Run {
     let (_, server) = container(&render.statefulset());
     let mut args = Vec::new();
     for arg in server.args.clone().unwrap_or_default() {
@@ -158,10 +160,13 @@ fn run_as_manifest(render: &Render, pod: &Pod, until_logged: bool) -> Run {
     command
         .args(&args)
         .current_dir(pod.root.path())
-        // Nothing from this machine: no LOGISTIS_* settings, no cluster, no kubeconfig.
+        // Nothing from this machine: no LOGISTIS_* settings, no cluster but the one given.
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")
-        .env("KUBECONFIG", pod.root.path().join("no-kubeconfig"))
+        .env(
+            "KUBECONFIG",
+            cluster.map_or_else(|| pod.root.path().join("no-kubeconfig"), Path::to_owned),
+        )
         .env("HOME", pod.root.path())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -255,7 +260,7 @@ fn test_certificate(into: &Path) {
 fn server_accepts_the_base_flags() {
     let render = render(Variant::Base);
     let pod = pod(render, None);
-    let run = run_as_manifest(render, &pod, true);
+    let run = run_as_manifest(render, &pod, true, None);
     let code = run.exit.and_then(|s| s.code());
     eprintln!(
         "base flags: served {}, logged {}, exit {code:?}; stderr:\n{}",
@@ -271,13 +276,36 @@ fn server_accepts_the_base_flags() {
 }
 
 /// The overlay's server serves with the rendered ConfigMap's plugin set, all of it active.
-#[tokio::test]
+/// (Two workers: starting the server blocks one while the stand-in answers on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_runs_with_the_overlay_flags_and_the_plugin_configmap() {
     let certs = tempfile::tempdir().unwrap();
     test_certificate(certs.path());
     let render = render(Variant::CertManager);
     let pod = pod(render, Some(certs.path()));
-    let run = run_as_manifest(render, &pod, false);
+    // The aggregated API's authentication reads the front-proxy CA and reviews tokens and
+    // access through the API server: the stand-in plays it.
+    let apiserver = ApiServer::start().await.unwrap();
+    let kubeconfig = apiserver.logistis_kubeconfig().unwrap();
+    // The JSON API answers only whom RBAC lets read every change, Secrets included.
+    apiserver.add_user(User::new("ops@example.com", "ops-token"));
+    apiserver.rbac(|rbac| {
+        rbac.allow(
+            Subject::user("ops@example.com"),
+            &["list"],
+            "logistis.io",
+            &["changes"],
+            Scope::Cluster,
+        )
+        .allow(
+            Subject::user("ops@example.com"),
+            &["get"],
+            "",
+            &["secrets"],
+            Scope::Cluster,
+        );
+    });
+    let run = run_as_manifest(render, &pod, false, Some(&kubeconfig));
     let query = run.query.clone().unwrap_or_else(|| {
         panic!(
             "the server did not serve (exit {:?}):\n{}",
@@ -312,6 +340,7 @@ async fn server_runs_with_the_overlay_flags_and_the_plugin_configmap() {
     }
     let plugins: Value = client
         .get(format!("{query}/api/v1/plugins"))
+        .bearer_auth("ops-token")
         .send()
         .await
         .unwrap()
