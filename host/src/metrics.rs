@@ -72,6 +72,51 @@ pub struct Metrics {
     retention_removed: Counter,
     write_batches: Counter,
     write_errors: Counter,
+    outbox: OutboxGauges,
+}
+
+/// The local outbox of a database-backed store (all zero for the embedded store).
+#[derive(Debug, Default)]
+struct OutboxGauges {
+    events: Gauge,
+    bytes: Gauge,
+    oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    degraded: Gauge,
+}
+
+impl OutboxGauges {
+    fn register(registry: &mut Registry) -> OutboxGauges {
+        let gauges = OutboxGauges::default();
+        registry.register(
+            "store_outbox_events",
+            "Events acknowledged and waiting in the local outbox for the database",
+            gauges.events.clone(),
+        );
+        registry.register(
+            "store_outbox_bytes",
+            "Bytes of the events waiting in the local outbox",
+            gauges.bytes.clone(),
+        );
+        registry.register(
+            "store_outbox_oldest_seconds",
+            "Age of the oldest event waiting in the local outbox",
+            gauges.oldest_seconds.clone(),
+        );
+        registry.register(
+            "store_degraded",
+            "1 while writes go to the local outbox because the database is away",
+            gauges.degraded.clone(),
+        );
+        gauges
+    }
+
+    fn set(&self, status: &crate::store::StoreStatus) {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.events.set(int(status.outbox_events));
+        self.bytes.set(int(status.outbox_bytes));
+        self.oldest_seconds.set(status.outbox_oldest_seconds);
+        self.degraded.set(i64::from(status.degraded));
+    }
 }
 
 impl Default for Metrics {
@@ -106,7 +151,7 @@ impl Metrics {
         let store_size = Gauge::default();
         registry.register(
             "store_size_bytes",
-            "Bytes on disk of the embedded store",
+            "Bytes on disk of the embedded store (with a database: the stored size of its events)",
             store_size.clone(),
         );
         let retention_removed = Counter::default();
@@ -127,7 +172,9 @@ impl Metrics {
             "Failed group commits",
             write_errors.clone(),
         );
+        let outbox = OutboxGauges::register(&mut registry);
         Metrics {
+            outbox,
             registry,
             admission_duration,
             reviews,
@@ -166,6 +213,7 @@ impl Metrics {
     pub fn render(&self, store: &Store) -> String {
         self.store_size
             .set(i64::try_from(store.disk_space()).unwrap_or(i64::MAX));
+        self.outbox.set(&store.status());
         let stats = store.stats();
         for (counter, total) in [
             (&self.retention_removed, &stats.events_removed_by_retention),

@@ -10,6 +10,7 @@ mod deploy;
 mod durability;
 mod history;
 mod plugins;
+mod postgres;
 mod query;
 mod reload;
 mod serve;

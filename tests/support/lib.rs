@@ -7,6 +7,7 @@
 //! leaves a server behind.
 
 pub mod plugins;
+pub mod postgres;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -192,6 +193,14 @@ impl ServerBuilder {
             .open(&log_path)?;
         let mut command = Command::new(cargo_bin("logistis", "logistis"));
         command.arg("serve");
+        if !self
+            .args
+            .iter()
+            .any(|a| a == "--store" || a.starts_with("--store="))
+            && let Some(url) = postgres::store_for(&data_dir)
+        {
+            command.arg("--store").arg(url);
+        }
         if !self.own_tls {
             command.arg("--self-signed");
         }

@@ -65,6 +65,7 @@ pub fn query_router(state: AppState) -> Router {
         .route("/api/v1/namespaces", get(query::namespaces))
         .merge(objects::routes())
         .route("/api/v1/plugins", get(health::plugins))
+        .route("/api/v1/store", get(health::store))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -6,6 +6,10 @@
 //! exponential back-off (0.2 s doubling to 60 s) until the sink takes it, so a receiver
 //! that is down for an hour loses nothing and catches up in batches. A new sink starts at
 //! the end of the log: it does not replay history it was never configured for.
+//!
+//! Several replicas on one database: each sink is delivered by one replica at a time, the
+//! holder of its lease in the store (renewed every third of its lifetime); the others wait
+//! and take over — from the saved cursor — within a lease lifetime of the holder's death.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,6 +26,10 @@ use crate::store::Store;
 const POLL: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often a replica without the lease asks for it again.
+const LEASE_POLL: Duration = Duration::from_millis(500);
+/// Renew the lease when it was last renewed this long ago (a third of its lifetime).
+const LEASE_RENEW: Duration = Duration::from_millis(1_500);
 
 /// A running sink; dropping the stop sender ends it after the current batch.
 #[derive(Debug)]
@@ -69,20 +77,63 @@ fn pause(stopped: &Receiver<()>, duration: Duration) -> bool {
 }
 
 fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiver<()>) {
+    deliver(plugin, store, metrics, stopped);
+    // Stopping (a reload or shutdown): another replica may take over at once.
+    store.release_lease(
+        &cursor_name(&plugin.spec.name),
+        crate::store::replica_name(),
+    );
+}
+
+fn deliver(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiver<()>) {
     let name = plugin.spec.name.as_str();
     let cursor_name = cursor_name(name);
     let labels = Metrics::plugin(name);
-    let mut cursor = match store.cursor(&cursor_name) {
-        Ok(Some(cursor)) => Some(cursor),
-        Ok(None) => store.last_id(),
-        Err(error) => {
-            tracing::error!(sink = name, error = %DisplayChain(&error), "cannot read the sink cursor: sink stopped");
-            return;
-        }
-    };
+    let holder = crate::store::replica_name();
+    let mut cursor = None;
+    let mut renewed: Option<Instant> = None;
     let mut backoff = BACKOFF_MIN;
-    tracing::info!(sink = name, cursor = ?cursor.map(|c| c.to_string()), "sink started");
+    tracing::info!(sink = name, "sink started");
     loop {
+        if renewed.is_none_or(|at| at.elapsed() >= LEASE_RENEW) {
+            match store.lease(&cursor_name, holder) {
+                Ok(true) if renewed.is_none() => {
+                    // Another replica may have delivered up to here: start from the cursor.
+                    cursor = match store.cursor(&cursor_name) {
+                        Ok(Some(cursor)) => Some(cursor),
+                        Ok(None) => store.last_id(),
+                        Err(error) => {
+                            tracing::error!(sink = name, error = %DisplayChain(&error), "cannot read the sink cursor");
+                            if pause(stopped, backoff) {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    tracing::info!(sink = name, cursor = ?cursor.map(|c| c.to_string()), "delivering (this replica holds the sink's lease)");
+                    renewed = Some(Instant::now());
+                }
+                Ok(true) => renewed = Some(Instant::now()),
+                Ok(false) => {
+                    if renewed.take().is_some() {
+                        tracing::warn!(sink = name, "another replica took the sink's lease");
+                    }
+                    if pause(stopped, LEASE_POLL) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(sink = name, error = %DisplayChain(&error), "cannot take the sink's lease");
+                    renewed = None;
+                    if pause(stopped, backoff) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+        }
         let events = match store.read_log(cursor, plugin.spec.batch) {
             Ok(events) => events,
             Err(error) => {

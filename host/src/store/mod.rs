@@ -13,7 +13,10 @@
 //! (callers on an async runtime wrap them in `spawn_blocking`). Kinds are stored lower-case
 //! in keys so that `kind` matches case-insensitively.
 
+mod backend;
 pub mod keys;
+mod outbox;
+mod postgres;
 mod query;
 mod record;
 mod retention;
@@ -29,6 +32,10 @@ use crossbeam_channel::Sender;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use logistis_api::EventId;
 
+pub use backend::{
+    BackendSettings, PostgresSettings, Store, StoreStatus, TlsMode, postgres_settings, redact_url,
+    replica_name,
+};
 pub use query::{EventFilter, ObjectKey, Page, Scan};
 pub use record::Objects;
 pub use writer::Appended;
@@ -65,6 +72,10 @@ pub struct StoreSettings {
     pub max_size_bytes: Option<u64>,
     /// How often the age and size limits are checked.
     pub retention_interval: Duration,
+    /// Where the events live (see [`backend`]).
+    pub backend: BackendSettings,
+    /// Stamped on every event (`--cluster`); empty = unnamed.
+    pub cluster: String,
 }
 
 impl Default for StoreSettings {
@@ -75,6 +86,8 @@ impl Default for StoreSettings {
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             max_size_bytes: None,
             retention_interval: Duration::from_secs(10),
+            backend: BackendSettings::Embedded,
+            cluster: String::new(),
         }
     }
 }
@@ -100,6 +113,18 @@ pub enum Error {
     },
     #[error("the store is closed")]
     Closed,
+    #[error("the database failed")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("no connection to the database")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("migrating the database schema failed: {0}")]
+    Migrate(String),
+    #[error("the database did not take the event: {0}")]
+    Write(String),
+    #[error("the local outbox is full ({bytes} bytes): the event was not recorded")]
+    OutboxFull { bytes: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -153,25 +178,25 @@ pub(crate) struct Shared {
     pub stats: StoreStats,
 }
 
-/// A handle on the store; cheap to clone.
+/// The embedded store (fjall); cheap to clone. The rest of the server uses [`Store`].
 #[derive(Clone)]
-pub struct Store {
+pub struct Fjall {
     shared: Arc<Shared>,
     writer: Sender<writer::Command>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Fjall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("Fjall")
             .field("settings", &self.shared.settings)
             .finish()
     }
 }
 
-impl Store {
+impl Fjall {
     /// Open (or create) the store in `dir` and start its writer and retention threads.
-    pub fn open(dir: &Path, settings: StoreSettings) -> Result<Store> {
+    pub fn open(dir: &Path, settings: StoreSettings) -> Result<Fjall> {
         let open_error = |source| Error::Open {
             path: dir.to_owned(),
             source,
@@ -187,7 +212,7 @@ impl Store {
         let (retention_tx, retention_rx) = crossbeam_channel::unbounded();
         let (writer_tx, writer_thread) = writer::start(shared.clone(), retention_tx)?;
         let retention_thread = retention::start(shared.clone(), writer_tx.clone(), retention_rx)?;
-        Ok(Store {
+        Ok(Fjall {
             shared,
             writer: writer_tx,
             threads: Arc::new(Mutex::new(vec![writer_thread, retention_thread])),
@@ -205,13 +230,6 @@ impl Store {
             let _ = reply.send(Err(Error::Closed));
         }
         receiver
-    }
-
-    /// Append and wait, for callers that are not async (tests, tools).
-    pub fn append_blocking(&self, event: NewEvent) -> Result<Appended> {
-        self.append(Box::new(event))
-            .blocking_recv()
-            .map_err(|_| Error::Closed)?
     }
 
     /// The persisted position of a log consumer (a sink), if it has one.

@@ -7,11 +7,13 @@ use fjall::Readable as _;
 use logistis_api::{Event, EventId, NamespaceSummary, Operation};
 
 use super::record::{self, Objects, StoredPatch};
-use super::{Result, Store, keys, read_u64};
+use super::{Fjall, Result, keys, read_u64};
 
 /// Filters of `GET /api/v1/events`. `namespace: Some("")` selects cluster-scoped objects.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
+    /// Events of this cluster only (`--cluster` of the server that recorded them).
+    pub cluster: Option<String>,
     pub namespace: Option<String>,
     pub group: Option<String>,
     /// Matched case-insensitively.
@@ -29,7 +31,8 @@ impl EventFilter {
     fn matches(&self, event: &Event) -> bool {
         let r = &event.resource;
         let time = event.time.timestamp_micros();
-        self.namespace.as_ref().is_none_or(|ns| *ns == r.namespace)
+        self.cluster.as_ref().is_none_or(|c| *c == event.cluster)
+            && self.namespace.as_ref().is_none_or(|ns| *ns == r.namespace)
             && self.group.as_ref().is_none_or(|g| *g == r.group)
             && self
                 .kind
@@ -95,7 +98,7 @@ fn id_floor(micros: Option<i64>) -> u64 {
     micros.map_or(0, |m| u64::try_from(m).unwrap_or(0))
 }
 
-impl Store {
+impl Fjall {
     /// Events matching `filter`, newest first.
     pub fn list_events(&self, filter: &EventFilter, scan: Scan) -> Result<Page> {
         let ks = &self.shared().ks;
@@ -223,6 +226,10 @@ impl Store {
                 None => None,
             };
             summaries.push(NamespaceSummary {
+                cluster: latest
+                    .as_ref()
+                    .map(|e| e.cluster.clone())
+                    .unwrap_or_default(),
                 namespace,
                 events: read_u64(&value),
                 latest,
