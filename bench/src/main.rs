@@ -198,8 +198,8 @@ fn start(
             psql(admin, &format!("CREATE DATABASE {name}"))?;
             let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
             let url = format!("{base}/{name}");
-            command.args(["--durability", "sync", "--store", &url]);
-            database = Some(url);
+            database = Some(url.clone());
+            command.args(["--durability", "sync", "--store", &url])
         }
         other => bail!("unknown mode {other:?} (bare, discard, async, sync, postgres)"),
     };

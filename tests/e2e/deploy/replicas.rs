@@ -14,8 +14,9 @@ fn deployment() -> (Deployment, Container) {
     let deployment: Deployment = render(Variant::Replicas).get("Deployment", "logistis");
     let pod = deployment
         .spec
+        .template
+        .spec
         .clone()
-        .and_then(|s| s.template.spec)
         .expect("a pod template");
     assert_eq!(pod.containers.len(), 1, "one container: the server");
     let container = pod.containers[0].clone();
@@ -30,7 +31,7 @@ fn replicas_run_as_a_deployment_that_never_goes_below_one() {
         "the embedded store's StatefulSet is replaced"
     );
     let (deployment, _) = deployment();
-    let spec = deployment.spec.expect("a spec");
+    let spec = deployment.spec;
     assert!(spec.replicas.unwrap_or(1) >= 2, "several replicas");
     let rolling = spec
         .strategy
@@ -93,7 +94,8 @@ fn the_database_comes_from_a_secret_and_the_outbox_has_a_volume() {
         .expect("the password file is on a mount");
     let volumes = deployment
         .spec
-        .and_then(|s| s.template.spec)
+        .template
+        .spec
         .and_then(|p| p.volumes)
         .unwrap_or_default();
     let volume = volumes

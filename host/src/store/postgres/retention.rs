@@ -118,7 +118,7 @@ async fn versions(
         }
     };
     // Trim back to the limit once past it by 10 %: deletes come in groups.
-    if count <= keep + (keep / 10).max(1) - 1 {
+    if count < keep + (keep / 10).max(1) {
         return Ok(());
     }
     let keep_param = i64::try_from(keep).unwrap_or(i64::MAX);

@@ -121,7 +121,7 @@ impl From<Error> for Failure {
             _ => false,
         };
         if unavailable {
-            Failure::Unavailable(format!("{}", crate::telemetry::chain(&error)))
+            Failure::Unavailable(crate::telemetry::chain(&error).to_string())
         } else {
             Failure::Rejected(error)
         }
@@ -295,7 +295,7 @@ impl Writer {
                             Ok(mut outcomes) => Ok(outcomes.remove(0)),
                             Err(Failure::Unavailable(reason)) => {
                                 self.went_away(reason);
-                                self.to_outbox(std::slice::from_ref(&p))
+                                self.keep_in_outbox(std::slice::from_ref(&p))
                                     .map(|()| Appended::Recorded(p.id))
                             }
                             Err(Failure::Rejected(error)) => {
@@ -316,17 +316,16 @@ impl Writer {
                         .write_errors
                         .fetch_add(1, Ordering::Relaxed);
                     for reply in replies {
-                        let _ = reply.send(Err(Error::Write(format!(
-                            "{}",
-                            crate::telemetry::chain(&error)
-                        ))));
+                        let _ = reply.send(Err(Error::Write(
+                            crate::telemetry::chain(&error).to_string(),
+                        )));
                     }
                     return;
                 }
             }
         }
         // The database is away (or events wait before these): the outbox, in order.
-        let stored = self.to_outbox(&pending);
+        let stored = self.keep_in_outbox(&pending);
         for (reply, p) in replies.into_iter().zip(&pending) {
             let _ = reply.send(match &stored {
                 Ok(()) => Ok(Appended::Recorded(p.id)),
@@ -339,7 +338,7 @@ impl Writer {
         }
     }
 
-    fn to_outbox(&mut self, pending: &[Pending]) -> Result<()> {
+    fn keep_in_outbox(&mut self, pending: &[Pending]) -> Result<()> {
         let stored = self.outbox.push(pending);
         if let Err(error) = &stored {
             self.shared
