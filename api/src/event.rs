@@ -263,6 +263,10 @@ pub struct ManagerHint {
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     pub id: EventId,
+    /// The cluster the event came from (`--cluster`); empty when the server has no name.
+    /// Several clusters can share one PostgreSQL-protocol store.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
     /// The AdmissionReview request `uid`.
     pub uid: String,
     /// When the server received the request (UTC, RFC 3339, microseconds).

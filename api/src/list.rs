@@ -17,6 +17,9 @@ pub struct EventList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceSummary {
+    /// The cluster of these events (`--cluster`); empty when unnamed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
     pub namespace: String,
     /// Events currently stored for this namespace.
     pub events: u64,

@@ -7,7 +7,10 @@
 //!
 //! And on request (`--modes bare,discard,async,sync`), `discard`: the full pipeline up to
 //! the store writer, which answers without writing (`--discard-events`) — what is left of
-//! the gap between bare and sync is the store's own cost.
+//! the gap between bare and sync is the store's own cost. `postgres` (with `--postgres
+//! ADMIN_URL`): sync mode on a fresh PostgreSQL database (created with `psql`), beside fjall
+//! in the same run. Recording modes also print the bytes per stored event: the store
+//! directory (journals included) for fjall, the database's growth for PostgreSQL.
 //!
 //! With `--rate N` the load is open-loop instead: reviews are sent at N per second whatever
 //! the answers do, and each latency is measured from the moment the review was *due*, not
@@ -55,6 +58,9 @@ struct Args {
     /// instead of keeping --connections busy
     #[arg(long, value_name = "N")]
     rate: Option<u32>,
+    /// PostgreSQL admin URL for the `postgres` mode: each run creates a fresh database there
+    #[arg(long, env = "LOGISTIS_LOADGEN_POSTGRES", value_name = "URL")]
+    postgres: Option<String>,
     /// Extra argument for every `logistis serve` (repeat it), e.g. --server-arg=--max-versions-per-object=0
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
@@ -117,7 +123,41 @@ struct Running {
     url: String,
     query: String,
     client: reqwest::Client,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The `postgres` mode's database and its size when the server had started.
+    database: Option<(String, u64)>,
+}
+
+/// Run one SQL statement with `psql` and return its one value.
+fn psql(url: &str, sql: &str) -> Result<String> {
+    let output = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql])
+        .output()
+        .context("running psql (the postgres mode needs PostgreSQL's client)")?;
+    if !output.status.success() {
+        bail!("{sql}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+fn database_size(url: &str) -> Result<u64> {
+    psql(url, "SELECT pg_database_size(current_database())")?
+        .parse()
+        .context("pg_database_size")
+}
+
+/// Bytes of a directory tree.
+fn tree_size(path: &Path) -> u64 {
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| match entry.metadata() {
+                Ok(meta) if meta.is_dir() => tree_size(&entry.path()),
+                Ok(meta) => meta.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
 
 impl Drop for Running {
@@ -129,8 +169,15 @@ impl Drop for Running {
     }
 }
 
-fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Result<Running> {
+fn start(
+    binary: &Path,
+    mode: &str,
+    connections: usize,
+    extra: &[String],
+    postgres: Option<&str>,
+) -> Result<Running> {
     let dir = tempfile::tempdir()?;
+    let mut database = None;
     let mut command = Command::new(binary);
     command
         .args([
@@ -152,7 +199,18 @@ fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Res
         "async" => command.args(["--durability", "async"]),
         "sync" => command.args(["--durability", "sync"]),
         "discard" => command.arg("--discard-events"),
-        other => bail!("unknown mode {other:?} (bare, discard, async, sync)"),
+        "postgres" => {
+            let Some(admin) = postgres else {
+                bail!("the postgres mode needs --postgres ADMIN_URL");
+            };
+            let name = format!("logistis_loadgen_{}_{}", std::process::id(), rand_suffix());
+            psql(admin, &format!("CREATE DATABASE {name}"))?;
+            let base = admin.rsplit_once('/').map_or(admin, |(base, _)| base);
+            let url = format!("{base}/{name}");
+            database = Some(url.clone());
+            command.args(["--durability", "sync", "--store", &url])
+        }
+        other => bail!("unknown mode {other:?} (bare, discard, async, sync, postgres)"),
     };
     let mut child = command
         .spawn()
@@ -179,16 +237,34 @@ fn start(binary: &Path, mode: &str, connections: usize, extra: &[String]) -> Res
         .pool_max_idle_per_host(connections)
         .http1_only()
         .build()?;
+    let database = match database {
+        Some(url) => {
+            let size = database_size(&url)?;
+            Some((url, size))
+        }
+        None => None,
+    };
     Ok(Running {
         child,
         url,
         query,
         client,
-        _dir: dir,
+        dir,
+        database,
     })
 }
 
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
 struct Figures {
+    /// CPU time of the database's backend processes serving this run, per review, in µs.
+    database_cpu_us: Option<f64>,
+    /// Stored bytes per recorded event (recording modes).
+    bytes_per_event: Option<f64>,
     reviews_per_second: f64,
     /// Server CPU time (user + system) per answered review, in µs.
     server_cpu_us: f64,
@@ -258,17 +334,34 @@ async fn drive(
         }));
     }
     let pid = running.child.id();
+    let database = running.database.as_ref().map(|(url, _)| url.clone());
     let cpu_at_start = tokio::spawn(async move {
         tokio::time::sleep(warm_up).await;
-        cpu_time(pid)
+        let database_cpu = database.as_deref().map(backend_cpu);
+        cpu_time(pid).map(|cpu| (cpu, database_cpu))
     });
     let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     for task in tasks {
         total.add(task.await?)?;
     }
-    let cpu = cpu_time(pid)?.saturating_sub(cpu_at_start.await??);
+    let (cpu_start, database_start) = cpu_at_start.await??;
+    let cpu = cpu_time(pid)?.saturating_sub(cpu_start);
+    let database_cpu_us = match (&running.database, database_start) {
+        (Some((url, _)), Some(start)) => {
+            let end = backend_cpu(url);
+            let spent: Duration = end
+                .iter()
+                .map(|(pid, cpu)| cpu.saturating_sub(start.get(pid).copied().unwrap_or_default()))
+                .sum();
+            Some(spent.as_secs_f64() * 1e6 / total.len().max(1) as f64)
+        }
+        _ => None,
+    };
     let events_per_commit = events_per_commit(running).await;
+    let bytes_per_event = bytes_per_event(running).await;
     Ok(Figures {
+        database_cpu_us,
+        bytes_per_event,
         events_per_commit,
         reviews_per_second: total.len() as f64 / duration.as_secs_f64(),
         server_cpu_us: cpu.as_secs_f64() * 1e6 / total.len().max(1) as f64,
@@ -347,8 +440,12 @@ async fn drive_open(
     while tasks.join_next().await.is_some() {}
     let cpu = cpu_time(pid)?.saturating_sub(cpu_at_start.unwrap_or_default());
     let events_per_commit = events_per_commit(running).await;
+    let bytes_per_event = bytes_per_event(running).await;
     let total = histogram.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Figures {
+        // The open loop does not sample the database's processes.
+        database_cpu_us: None,
+        bytes_per_event,
         events_per_commit,
         reviews_per_second: total.len() as f64 / duration.as_secs_f64(),
         server_cpu_us: cpu.as_secs_f64() * 1e6 / total.len().max(1) as f64,
@@ -357,6 +454,41 @@ async fn drive_open(
         p999: total.value_at_quantile(0.999),
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// Stored bytes divided by recorded events: the store directory (fjall: tables and journals),
+/// or what the database grew by since the server started (PostgreSQL: tables and indexes).
+async fn bytes_per_event(running: &Running) -> Option<f64> {
+    let recorded = metric(
+        running,
+        "logistis_admission_reviews_total{outcome=\"recorded\"}",
+    )
+    .await?;
+    if recorded < 1.0 {
+        return None;
+    }
+    let bytes = match &running.database {
+        Some((url, at_start)) => database_size(url).ok()?.saturating_sub(*at_start),
+        None => tree_size(&running.dir.path().join("data/store")),
+    };
+    Some(bytes as f64 / recorded)
+}
+
+/// One sample of the server's `/metrics`.
+async fn metric(running: &Running, prefix: &str) -> Option<f64> {
+    let text = running
+        .client
+        .get(format!("{}/metrics", running.query))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Recorded events divided by group commits, from the server's `/metrics`.
@@ -379,6 +511,20 @@ async fn events_per_commit(running: &Running) -> Option<f64> {
     let recorded = value("logistis_admission_reviews_total{outcome=\"recorded\"}")?;
     let commits = value("logistis_store_write_batches_total ")?;
     (commits > 0.0).then(|| recorded / commits)
+}
+
+/// CPU time so far of each PostgreSQL backend connected to the run's database (on this
+/// machine: the loadgen reads their `/proc`).
+fn backend_cpu(url: &str) -> std::collections::HashMap<u32, Duration> {
+    psql(
+        url,
+        "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .unwrap_or_default()
+    .split_whitespace()
+    .filter_map(|pid| pid.parse().ok())
+    .filter_map(|pid| cpu_time(pid).ok().map(|cpu| (pid, cpu)))
+    .collect()
 }
 
 /// User plus system CPU time of a process so far, from `/proc/PID/stat` (Linux).
@@ -441,7 +587,7 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<6} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14} {:>14}",
+        "{:<8} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14} {:>14} {:>12}",
         "mode",
         "reviews/s",
         "p50 µs",
@@ -449,18 +595,25 @@ async fn main() -> Result<()> {
         "p999 µs",
         "errors",
         "server CPU µs",
-        "events/commit"
+        "events/commit",
+        "bytes/event"
     );
     let mut results = Vec::new();
     for mode in &args.modes {
-        let running = start(&binary, mode, args.connections, &args.server_args)?;
+        let running = start(
+            &binary,
+            mode,
+            args.connections,
+            &args.server_args,
+            args.postgres.as_deref(),
+        )?;
         let figures = match args.rate {
             Some(rate) => drive_open(&running, templates.clone(), rate, args.duration).await?,
             None => drive(&running, templates.clone(), args.connections, args.duration).await?,
         };
         drop(running);
         println!(
-            "{:<6} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>14}",
+            "{:<8} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>14} {:>12}",
             mode,
             figures.reviews_per_second,
             figures.p50,
@@ -470,13 +623,28 @@ async fn main() -> Result<()> {
             figures.server_cpu_us,
             figures
                 .events_per_commit
-                .map_or("-".to_owned(), |n| format!("{n:.1}"))
+                .map_or("-".to_owned(), |n| format!("{n:.1}")),
+            figures
+                .bytes_per_event
+                .map_or("-".to_owned(), |n| format!("{n:.0}"))
         );
+        if let Some(database) = figures.database_cpu_us {
+            println!(
+                "{:<8} database CPU per review: {database:.1} µs (its backend processes)",
+                ""
+            );
+        }
         results.push((mode.clone(), figures.reviews_per_second));
     }
     let rate = |name: &str| results.iter().find(|(m, _)| m == name).map(|(_, r)| *r);
     if let (Some(bare), Some(sync)) = (rate("bare"), rate("sync")) {
         println!("sync / bare throughput: {:.0} %", 100.0 * sync / bare);
+    }
+    if let (Some(sync), Some(postgres)) = (rate("sync"), rate("postgres")) {
+        println!(
+            "postgres / sync (fjall) throughput: {:.0} %",
+            100.0 * postgres / sync
+        );
     }
     if let (Some(bare), Some(asynchronous)) = (rate("bare"), rate("async")) {
         println!(

@@ -56,6 +56,7 @@ fn new_event(
     NewEvent {
         event: Event {
             id: EventId(0),
+            cluster: String::new(),
             uid: String::new(),
             time: Utc::now(),
             operation,

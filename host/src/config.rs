@@ -15,7 +15,7 @@ use crate::admission::Policy;
 use crate::certs::CertSettings;
 use crate::confirm::{ConfirmSettings, ResourcePattern};
 use crate::plugins::PluginSettings;
-use crate::store::{Durability, StoreSettings};
+use crate::store::{BackendSettings, Durability, StoreSettings};
 use crate::telemetry::LogFormat;
 
 pub const DEFAULT_DATA_DIR: &str = "./logistis-data";
@@ -23,6 +23,8 @@ pub const DEFAULT_WEBHOOK_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_QUERY_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_MAX_VERSIONS: u32 = 100;
 pub const DEFAULT_RETENTION: &str = "30d";
+pub const DEFAULT_STORE_COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_OUTBOX_MAX_BYTES: u64 = 1 << 30;
 /// The API server sends at most ~3 MiB objects (etcd's limit is 1.5 MiB per object, and a
 /// review carries two); 16 MiB leaves room without letting one request exhaust memory.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
@@ -176,6 +178,40 @@ pub struct ServeArgs {
     /// 256Mi; at least 4Mi) [default: 32Mi]
     #[arg(long, env = "LOGISTIS_STORE_MEMORY", value_name = "BYTES")]
     pub store_memory: Option<String>,
+    /// Where events are stored: `embedded` (fjall in DATA_DIR/store) or a PostgreSQL-protocol
+    /// database, `postgres://USER@HOST:PORT/DB?sslmode=verify-full` (PostgreSQL, CockroachDB,
+    /// YugabyteDB), which several replicas and clusters can share [default: embedded]
+    #[arg(long, env = "LOGISTIS_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
+    /// File holding the database password (e.g. a mounted Secret); or set
+    /// LOGISTIS_STORE_PASSWORD
+    #[arg(long, env = "LOGISTIS_STORE_PASSWORD_FILE", value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+
+    /// The database password (environment only: never a flag on a command line)
+    #[arg(skip)]
+    #[serde(skip)]
+    pub store_password: Option<String>,
+
+    /// PEM CA that signed the database's certificate (as libpq's sslrootcert)
+    #[arg(long, env = "LOGISTIS_STORE_CA_FILE", value_name = "FILE")]
+    pub store_ca_file: Option<PathBuf>,
+
+    /// With a database: a group commit slower than this goes to the local outbox, so the
+    /// webhook answers in time while the database is slow or away [default: 2s]
+    #[arg(long, env = "LOGISTIS_STORE_COMMIT_TIMEOUT", value_name = "DURATION")]
+    pub store_commit_timeout: Option<String>,
+
+    /// With a database: the local outbox (DATA_DIR/store/outbox) holds at most this much
+    /// [default: 1Gi]
+    #[arg(long, env = "LOGISTIS_OUTBOX_MAX_SIZE", value_name = "BYTES")]
+    pub outbox_max_size: Option<String>,
+
+    /// This cluster's name, stamped on every event: clusters sharing one database are told
+    /// apart by it (and `kubectl blame --cluster NAME` filters on it)
+    #[arg(long, env = "LOGISTIS_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
 
     /// Record dry-run requests (flagged `dryRun: true`); skipped by default
     #[arg(long, env = "LOGISTIS_RECORD_DRY_RUN")]
@@ -383,6 +419,13 @@ impl ServeArgs {
             retention: self.retention.or(file.retention),
             max_store_size: self.max_store_size.or(file.max_store_size),
             store_memory: self.store_memory.or(file.store_memory),
+            store: self.store.or(file.store),
+            store_password_file: self.store_password_file.or(file.store_password_file),
+            store_password: self.store_password,
+            store_ca_file: self.store_ca_file.or(file.store_ca_file),
+            store_commit_timeout: self.store_commit_timeout.or(file.store_commit_timeout),
+            outbox_max_size: self.outbox_max_size.or(file.outbox_max_size),
+            cluster: self.cluster.or(file.cluster),
             record_dry_run: self.record_dry_run || file.record_dry_run,
             record_noise: self.record_noise || file.record_noise,
             allow_backup: self.allow_backup || file.allow_backup,
@@ -443,6 +486,20 @@ impl ServeArgs {
             .manage_certs
             .then(|| self.cert_settings(Path::new(SERVICE_ACCOUNT_NAMESPACE)))
             .transpose()?;
+        let backend = self.backend()?;
+        if confirm.is_some() && matches!(backend, BackendSettings::Postgres(_)) {
+            // Statuses live in the embedded store's own keyspaces; with a shared database
+            // each replica would confirm (and mark phantoms) on its own.
+            return Err(invalid(
+                "--confirm needs the embedded store: it cannot be combined with --store postgres://…",
+            ));
+        }
+        let cluster = self.cluster.clone().unwrap_or_default();
+        if cluster.len() > 253 || cluster.chars().any(|c| c.is_control()) {
+            return Err(invalid(format!(
+                "--cluster {cluster:?}: at most 253 printable characters"
+            )));
+        }
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -632,6 +689,8 @@ impl ServeArgs {
                 retention,
                 max_size_bytes,
                 memory_budget_bytes,
+                backend,
+                cluster,
                 ..StoreSettings::default()
             },
             policy: Policy {
@@ -712,6 +771,50 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--store` and its companions.
+    fn backend(&self) -> Result<BackendSettings, ConfigError> {
+        let url = match self.store.as_deref().map(str::trim) {
+            None | Some("" | "embedded") => return Ok(BackendSettings::Embedded),
+            Some(url) => url,
+        };
+        let password = match &self.store_password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| invalid(format!("--store-password-file {}: {e}", path.display())))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            None => self
+                .store_password
+                .clone()
+                .or_else(|| std::env::var("LOGISTIS_STORE_PASSWORD").ok()),
+        };
+        let commit_timeout = match self.store_commit_timeout.as_deref() {
+            None => DEFAULT_STORE_COMMIT_TIMEOUT,
+            Some(text) => humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "--store-commit-timeout {text:?}: expected a duration such as 2s or 500ms"
+                    ))
+                })?,
+        };
+        let outbox_max_bytes = match self.outbox_max_size.as_deref() {
+            None => DEFAULT_OUTBOX_MAX_BYTES,
+            Some(text) => parse_bytes("--outbox-max-size", text)?,
+        };
+        crate::store::postgres_settings(
+            url,
+            password,
+            self.store_ca_file.clone(),
+            commit_timeout,
+            outbox_max_bytes,
+        )
+        .map(BackendSettings::Postgres)
+        .map_err(invalid)
+    }
+
     /// The `--manage-certs` objects; the namespace defaults to the pod's own, read from
     /// `service_account_namespace`.
     fn cert_settings(&self, service_account_namespace: &Path) -> Result<CertSettings, ConfigError> {

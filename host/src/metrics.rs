@@ -97,6 +97,51 @@ pub struct Metrics {
     accepting_writes: Gauge,
     write_state_changes: Counter,
     rejected_events: Counter,
+    outbox: OutboxGauges,
+}
+
+/// The local outbox of a database-backed store (all zero for the embedded store).
+#[derive(Debug, Default)]
+struct OutboxGauges {
+    events: Gauge,
+    bytes: Gauge,
+    oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    degraded: Gauge,
+}
+
+impl OutboxGauges {
+    fn register(registry: &mut Registry) -> OutboxGauges {
+        let gauges = OutboxGauges::default();
+        registry.register(
+            "store_outbox_events",
+            "Events acknowledged and waiting in the local outbox for the database",
+            gauges.events.clone(),
+        );
+        registry.register(
+            "store_outbox_bytes",
+            "Bytes of the events waiting in the local outbox",
+            gauges.bytes.clone(),
+        );
+        registry.register(
+            "store_outbox_oldest_seconds",
+            "Age of the oldest event waiting in the local outbox",
+            gauges.oldest_seconds.clone(),
+        );
+        registry.register(
+            "store_degraded",
+            "1 while writes go to the local outbox because the database is away",
+            gauges.degraded.clone(),
+        );
+        gauges
+    }
+
+    fn set(&self, status: &crate::store::StoreStatus) {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.events.set(int(status.outbox_events));
+        self.bytes.set(int(status.outbox_bytes));
+        self.oldest_seconds.set(status.outbox_oldest_seconds);
+        self.degraded.set(i64::from(status.degraded));
+    }
 }
 
 impl Default for Metrics {
@@ -138,7 +183,7 @@ impl Metrics {
         let store_size = Gauge::default();
         registry.register(
             "store_size_bytes",
-            "Bytes the embedded store's files take on disk (allocated blocks)",
+            "Bytes the embedded store's files take on disk (allocated blocks; with a database: the stored size of its events)",
             store_size.clone(),
         );
         let retention_removed = Counter::default();
@@ -189,12 +234,14 @@ impl Metrics {
             "Events the store refused alone (a key over the engine's limit, a failure while encoding it); answered allowed, not recorded",
             rejected_events.clone(),
         );
+        let outbox = OutboxGauges::register(&mut registry);
         Metrics {
             webhook_client_refused,
             volume_free,
             accepting_writes,
             write_state_changes,
             rejected_events,
+            outbox,
             registry,
             admission_duration,
             reviews,
@@ -247,6 +294,7 @@ impl Metrics {
         let health = store.health();
         self.accepting_writes
             .set(i64::from(health.accepts_writes()));
+        self.outbox.set(&store.store_status());
         let stats = store.stats();
         for (counter, total) in [
             (&self.retention_removed, &stats.events_removed_by_retention),

@@ -89,6 +89,14 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, store_settings))
         .await
         .context("opening the store panicked")??;
+    // With a shared database, every replica (and cluster) uses the installation's key.
+    let key = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.hash_key(key))
+            .await
+            .context("reading the Secret hashing key panicked")?
+            .context("cannot read the Secret hashing key from the store")?
+    };
 
     let plugins = {
         let plugin_settings = settings.plugins.clone();
@@ -166,6 +174,7 @@ pub async fn run(
         webhook_clients = %webhook_clients,
         data_dir = %settings.data_dir.display(),
         durability = ?settings.store.durability,
+        store = store.store_status().backend,
         "logistis is serving"
     );
     on_bound(bound);

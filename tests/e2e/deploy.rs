@@ -10,6 +10,7 @@ mod cert_manager;
 mod manifests;
 mod observability;
 mod packaging;
+mod replicas;
 mod server;
 mod validators;
 
@@ -50,13 +51,19 @@ pub enum Variant {
     Base,
     /// `deploy/cert-manager/`: cert-manager issues, cainjector injects.
     CertManager,
+    /// `deploy/replicas/`: a Deployment of several replicas on a PostgreSQL-protocol database.
+    Replicas,
 }
+
+/// Every kustomization a user applies.
+pub const VARIANTS: [Variant; 3] = [Variant::Base, Variant::CertManager, Variant::Replicas];
 
 impl Variant {
     pub fn dir(self) -> &'static str {
         match self {
             Variant::Base => "deploy",
             Variant::CertManager => "deploy/cert-manager",
+            Variant::Replicas => "deploy/replicas",
         }
     }
 }
@@ -155,12 +162,12 @@ pub struct Render {
     pub objects: Vec<Value>,
 }
 
-/// Both kustomizations, rendered once per test process.
+/// Every kustomization, rendered once per test process.
 pub fn render(variant: Variant) -> &'static Render {
-    static RENDERS: OnceLock<[Render; 2]> = OnceLock::new();
+    static RENDERS: OnceLock<[Render; 3]> = OnceLock::new();
     let renders = RENDERS.get_or_init(|| {
         let copy = checkout();
-        [Variant::Base, Variant::CertManager].map(|variant| {
+        VARIANTS.map(|variant| {
             let text = kustomize(&copy.path().join(variant.dir()));
             let objects = parse_stream(&text);
             Render {
@@ -173,6 +180,7 @@ pub fn render(variant: Variant) -> &'static Render {
     &renders[match variant {
         Variant::Base => 0,
         Variant::CertManager => 1,
+        Variant::Replicas => 2,
     }]
 }
 
@@ -295,6 +303,10 @@ fn parse_strictly(object: &Value) {
         ("v1", "ConfigMap") => drop(strict::<ConfigMap>(object)),
         ("v1", "Service") => drop(strict::<Service>(object)),
         ("apps/v1", "StatefulSet") => drop(strict::<StatefulSet>(object)),
+        ("apps/v1", "Deployment") => drop(strict::<k8s_openapi::api::apps::v1::Deployment>(object)),
+        ("policy/v1", "PodDisruptionBudget") => drop(strict::<
+            k8s_openapi::api::policy::v1::PodDisruptionBudget,
+        >(object)),
         ("rbac.authorization.k8s.io/v1", "Role") => drop(strict::<Role>(object)),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(strict::<RoleBinding>(object)),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(strict::<ClusterRole>(object)),
@@ -348,7 +360,7 @@ pub fn flags(container: &Container) -> BTreeMap<String, Option<String>> {
 
 #[test]
 fn every_object_parses_into_its_kubernetes_type_with_nothing_left_over() {
-    for variant in [Variant::Base, Variant::CertManager] {
+    for variant in VARIANTS {
         let render = render(variant);
         assert!(!render.objects.is_empty(), "{variant:?} renders nothing");
         for object in &render.objects {

@@ -16,6 +16,7 @@ mod durability;
 mod faults;
 mod history;
 mod plugins;
+mod postgres;
 mod query;
 mod readme;
 mod reload;

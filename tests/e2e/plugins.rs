@@ -248,15 +248,15 @@ predicates:
 }
 
 /// A tiny HTTP/1.1 receiver: records each POST body, answers 503 while `down`.
-pub(crate) struct Receiver {
-    pub(crate) port: u16,
+pub struct Receiver {
+    pub port: u16,
     bodies: Arc<Mutex<Vec<Value>>>,
-    pub(crate) attempts: Arc<std::sync::atomic::AtomicU64>,
-    pub(crate) down: Arc<AtomicBool>,
+    pub attempts: Arc<std::sync::atomic::AtomicU64>,
+    pub down: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    pub(crate) async fn start(down: bool) -> Receiver {
+    pub async fn start(down: bool) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -319,7 +319,7 @@ impl Receiver {
         }
     }
 
-    pub(crate) async fn delivered_uids(&self) -> Vec<String> {
+    pub async fn delivered_uids(&self) -> Vec<String> {
         let bodies = self.bodies.lock().await;
         bodies
             .iter()

@@ -8,6 +8,7 @@
 
 pub mod apiserver;
 pub mod plugins;
+pub mod postgres;
 
 /// The cluster side of the Kubernetes API stand-in (objects, list, watch, reviews posted to
 /// Logistis). It joins the shared core in `apiserver/` once that is in place.
@@ -222,6 +223,14 @@ impl ServerBuilder {
             .open(&log_path)?;
         let mut command = Command::new(cargo_bin("logistis", "logistis"));
         command.arg("serve");
+        if !self
+            .args
+            .iter()
+            .any(|a| a == "--store" || a.starts_with("--store="))
+            && let Some(url) = postgres::store_for(&data_dir)
+        {
+            command.arg("--store").arg(url);
+        }
         if !self.own_tls {
             command.arg("--self-signed");
         }

@@ -132,6 +132,7 @@ pub fn build_event(
     Outcome::Record(Box::new(NewEvent {
         event: Event {
             id: EventId(0),
+            cluster: String::new(),
             uid: request.uid,
             time,
             operation,

@@ -86,6 +86,8 @@ pub fn event(
     NewEvent {
         event: Event {
             id: EventId(0),
+            // Stamped by the store when appended.
+            cluster: String::new(),
             uid: String::new(),
             time: DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now),
             operation,

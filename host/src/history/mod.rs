@@ -78,6 +78,7 @@ pub(crate) mod testing {
         };
         Event {
             id: EventId(id),
+            cluster: String::new(),
             uid: format!("req-{id}"),
             time: DateTime::from_timestamp_micros(id as i64).expect("valid time"),
             operation,

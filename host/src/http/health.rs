@@ -76,6 +76,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// `GET /api/v1/store`: the backend, and whether it is degraded (writes going to the local
+/// outbox while the database is away) — `/readyz` stays ready then: the webhook still
+/// records every review.
+pub async fn store(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.store.store_status())
+}
+
 pub async fn plugins(State(state): State<AppState>) -> impl IntoResponse {
     Json(state.plugins.status())
 }

@@ -95,6 +95,7 @@ pub fn query_router_with(state: AppState, extra: Router, auth: crate::auth::Auth
         .merge(objects::routes())
         .route("/api/v1/plugins", get(health::plugins))
         .route("/api/v1/backup", get(backup::backup))
+        .route("/api/v1/store", get(health::store))
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -1,4 +1,5 @@
-//! The query API: `GET /api/v1/events`, `/api/v1/events/{id}`, `/api/v1/namespaces`.
+//! The query API: `GET /api/v1/events`, `/api/v1/events/{id}`, `/api/v1/namespaces` (each
+//! takes `cluster=NAME` to keep one cluster's events, when several share a database).
 //! Thin handlers: parse and check parameters (400 with a message), then one blocking store
 //! read off the async workers.
 
@@ -22,6 +23,7 @@ pub const MAX_LIMIT: usize = 1000;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsParams {
+    cluster: Option<String>,
     namespace: Option<String>,
     group: Option<String>,
     kind: Option<String>,
@@ -148,6 +150,7 @@ pub async fn list_events(
         .map(|text| parse_statuses(&text))
         .transpose()?;
     let filter = EventFilter {
+        cluster: non_empty(params.cluster),
         // `_` stands for cluster-scoped objects, as in the object paths.
         namespace: non_empty(params.namespace).map(|ns| if ns == "_" { String::new() } else { ns }),
         group: params
@@ -204,9 +207,13 @@ pub async fn namespaces(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<NamespaceList>, ApiError> {
-    let _: HashMap<String, String> = parse_query(query.as_deref())?;
+    let params: HashMap<String, String> = parse_query(query.as_deref())?;
+    let cluster = params.get("cluster").filter(|c| !c.is_empty()).cloned();
     let store = state.store.clone();
-    let items = blocking(move || store.namespaces().map_err(ApiError::from)).await?;
+    let mut items = blocking(move || store.namespaces().map_err(ApiError::from)).await?;
+    if let Some(cluster) = cluster {
+        items.retain(|summary| summary.cluster == cluster);
+    }
     Ok(Json(NamespaceList { items }))
 }
 

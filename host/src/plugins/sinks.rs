@@ -8,6 +8,10 @@
 //! receiver down for an hour costs a small request every few seconds, and delivery resumes
 //! within [`PROBE_INTERVAL`] of its return, then catches up in full batches. A new sink
 //! starts at the end of the log: it does not replay history it was never configured for.
+//!
+//! Several replicas on one database: each sink is delivered by one replica at a time, the
+//! holder of its lease in the store (renewed every third of its lifetime); the others wait
+//! and take over — from the saved cursor — within a lease lifetime of the holder's death.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -97,6 +101,11 @@ impl Default for Backoff {
     }
 }
 
+/// How often a replica without the lease asks for it again.
+const LEASE_POLL: Duration = Duration::from_millis(500);
+/// Renew the lease when it was last renewed this long ago (a third of its lifetime).
+const LEASE_RENEW: Duration = Duration::from_millis(1_500);
+
 /// A running sink; dropping the stop sender ends it after the current batch.
 #[derive(Debug)]
 pub struct Worker {
@@ -143,30 +152,61 @@ fn pause(stopped: &Receiver<()>, duration: Duration) -> bool {
 }
 
 fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiver<()>) {
+    deliver(plugin, store, metrics, stopped);
+    // Stopping (a reload or shutdown): another replica may take over at once.
+    store.release_lease(
+        &cursor_name(&plugin.spec.name),
+        crate::store::replica_name(),
+    );
+}
+
+fn deliver(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiver<()>) {
     let name = plugin.spec.name.as_str();
     let cursor_name = cursor_name(name);
     let labels = Metrics::plugin(name);
-    let mut cursor = match store.cursor(&cursor_name) {
-        Ok(Some(cursor)) => Some(cursor),
-        Ok(None) => {
-            // Start at the head, and say so in the store: the lag is measured from the
-            // saved cursor, and a restart before the first delivery must not skip events.
-            let head = store.last_id();
-            if let Some(head) = head
-                && let Err(error) = store.save_cursor(&cursor_name, head)
-            {
-                tracing::warn!(sink = name, error = %DisplayChain(&error), "cannot save the sink cursor");
-            }
-            head
-        }
-        Err(error) => {
-            tracing::error!(sink = name, error = %DisplayChain(&error), "cannot read the sink cursor: sink stopped");
-            return;
-        }
-    };
+    let holder = crate::store::replica_name();
+    let mut cursor = None;
+    let mut renewed: Option<Instant> = None;
     let mut backoff = Backoff::new();
-    tracing::info!(sink = name, cursor = ?cursor.map(|c| c.to_string()), "sink started");
+    tracing::info!(sink = name, "sink started");
     loop {
+        if renewed.is_none_or(|at| at.elapsed() >= LEASE_RENEW) {
+            match store.lease(&cursor_name, holder) {
+                Ok(true) if renewed.is_none() => {
+                    // Another replica may have delivered up to here: start from the cursor.
+                    cursor = match start_cursor(store, &cursor_name) {
+                        Ok(cursor) => cursor,
+                        Err(error) => {
+                            tracing::error!(sink = name, error = %DisplayChain(&error), "cannot read the sink cursor");
+                            if pause(stopped, backoff.failed()) {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    tracing::info!(sink = name, cursor = ?cursor.map(|c| c.to_string()), "delivering (this replica holds the sink's lease)");
+                    renewed = Some(Instant::now());
+                }
+                Ok(true) => renewed = Some(Instant::now()),
+                Ok(false) => {
+                    if renewed.take().is_some() {
+                        tracing::warn!(sink = name, "another replica took the sink's lease");
+                    }
+                    if pause(stopped, LEASE_POLL) {
+                        return;
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(sink = name, error = %DisplayChain(&error), "cannot take the sink's lease");
+                    renewed = None;
+                    if pause(stopped, backoff.failed()) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let size = if backoff.probing() {
             1
         } else {
@@ -271,6 +311,20 @@ fn run(plugin: &Plugin<Sink>, store: &Store, metrics: &Metrics, stopped: &Receiv
             return;
         }
     }
+}
+
+/// Where a sink (re)starts: its saved cursor, or the head of the log for a new sink — saved
+/// at once, since the lag is measured from the saved cursor and a restart before the first
+/// delivery must not skip events.
+fn start_cursor(store: &Store, cursor_name: &str) -> crate::store::Result<Option<EventId>> {
+    if let Some(cursor) = store.cursor(cursor_name)? {
+        return Ok(Some(cursor));
+    }
+    let head = store.last_id();
+    if let Some(head) = head {
+        store.save_cursor(cursor_name, head)?;
+    }
+    Ok(head)
 }
 
 /// How long the oldest event the sink has not delivered (the first after its cursor) has

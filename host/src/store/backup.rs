@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use fjall::{Database, KeyspaceCreateOptions, Readable};
 use sha2::{Digest, Sha256};
 
-use super::Store;
+use super::Fjall;
 
 pub const MAGIC: &[u8] = b"LOGISTIS-BACKUP 1\n";
 /// Entries per write batch when restoring.
@@ -29,6 +29,10 @@ pub enum BackupError {
     Store(#[from] fjall::Error),
     #[error("the store is reopening after a failed write: try again in a moment")]
     Reopening,
+    #[error(
+        "the events are in a database: back it up with its own tools (pg_dump, a managed service's snapshots)"
+    )]
+    Database,
     #[error("cannot write the backup")]
     Write(#[source] io::Error),
     #[error("cannot read the backup")]
@@ -221,7 +225,7 @@ impl<R: Read> BackupReader<R> {
     }
 }
 
-impl Store {
+impl Fjall {
     /// Writes every keyspace, from one snapshot, as backup records (without the end record:
     /// the caller may add files first).
     pub fn backup_into<W: Write>(

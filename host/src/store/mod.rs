@@ -17,10 +17,13 @@
 //! store refuse writes until the writer has reopened the database (see `engine`); one event
 //! that cannot be stored (a key over fjall's limit) is refused alone.
 
+mod backend;
 pub mod backup;
 mod engine;
 pub mod keys;
 mod objects;
+mod outbox;
+mod postgres;
 mod query;
 mod record;
 mod retention;
@@ -38,6 +41,10 @@ use arc_swap::ArcSwapOption;
 use crossbeam_channel::Sender;
 use logistis_api::EventId;
 
+pub use backend::{
+    BackendSettings, PostgresSettings, Store, StoreStatus, TlsMode, postgres_settings, redact_url,
+    replica_name,
+};
 pub(crate) use engine::{Engine, Keyspaces};
 pub use engine::{Health, MemoryPlan};
 pub use query::{EventFilter, ObjectKey, Page, Scan};
@@ -80,6 +87,10 @@ pub struct StoreSettings {
     /// Memory for fjall's block cache and memtables and the writer's delta bases together
     /// (see [`MemoryPlan`]).
     pub memory_budget_bytes: u64,
+    /// Where the events live (see [`backend`]).
+    pub backend: BackendSettings,
+    /// Stamped on every event (`--cluster`); empty = unnamed.
+    pub cluster: String,
 }
 
 /// The default of [`StoreSettings::memory_budget_bytes`].
@@ -94,6 +105,8 @@ impl Default for StoreSettings {
             max_size_bytes: None,
             retention_interval: Duration::from_secs(10),
             memory_budget_bytes: DEFAULT_MEMORY_BUDGET,
+            backend: BackendSettings::Embedded,
+            cluster: String::new(),
         }
     }
 }
@@ -127,6 +140,18 @@ pub enum Error {
     /// This event alone cannot be stored (the others of its group are).
     #[error("event {uid:?} cannot be stored: {reason}")]
     Unstorable { uid: String, reason: String },
+    #[error("the database failed")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("no connection to the database")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("migrating the database schema failed: {0}")]
+    Migrate(String),
+    #[error("the database did not take the event: {0}")]
+    Write(String),
+    #[error("the local outbox is full ({bytes} bytes): the event was not recorded")]
+    OutboxFull { bytes: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -162,25 +187,25 @@ impl Shared {
     }
 }
 
-/// A handle on the store; cheap to clone.
+/// The embedded store (fjall); cheap to clone. The rest of the server uses [`Store`].
 #[derive(Clone)]
-pub struct Store {
+pub struct Fjall {
     shared: Arc<Shared>,
     writer: Sender<writer::Command>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Fjall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("Fjall")
             .field("settings", &self.shared.settings)
             .finish()
     }
 }
 
-impl Store {
+impl Fjall {
     /// Open (or create) the store in `dir` and start its writer and retention threads.
-    pub fn open(dir: &Path, settings: StoreSettings) -> Result<Store> {
+    pub fn open(dir: &Path, settings: StoreSettings) -> Result<Fjall> {
         let open_error = |source| Error::Open {
             path: dir.to_owned(),
             source,
@@ -196,7 +221,7 @@ impl Store {
         let (retention_tx, retention_rx) = crossbeam_channel::unbounded();
         let (writer_tx, writer_thread) = writer::start(shared.clone(), retention_tx)?;
         let retention_thread = retention::start(shared.clone(), writer_tx.clone(), retention_rx)?;
-        Ok(Store {
+        Ok(Fjall {
             shared,
             writer: writer_tx,
             threads: Arc::new(Mutex::new(vec![writer_thread, retention_thread])),
@@ -214,13 +239,6 @@ impl Store {
             let _ = reply.send(Err(Error::Closed));
         }
         receiver
-    }
-
-    /// Append and wait, for callers that are not async (tests, tools).
-    pub fn append_blocking(&self, event: NewEvent) -> Result<Appended> {
-        self.append(Box::new(event))
-            .blocking_recv()
-            .map_err(|_| Error::Closed)?
     }
 
     /// The persisted position of a log consumer (a sink), if it has one.

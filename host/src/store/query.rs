@@ -10,11 +10,13 @@ use std::collections::HashMap;
 
 use super::objects::{self, Texts};
 use super::record::{self, StoredPatch};
-use super::{Engine, Keyspaces, Result, Store, keys, read_u64};
+use super::{Engine, Fjall, Keyspaces, Result, keys, read_u64};
 
 /// Filters of `GET /api/v1/events`. `namespace: Some("")` selects cluster-scoped objects.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
+    /// Events of this cluster only (`--cluster` of the server that recorded them).
+    pub cluster: Option<String>,
     pub namespace: Option<String>,
     pub group: Option<String>,
     /// Matched case-insensitively.
@@ -36,6 +38,7 @@ impl EventFilter {
         use std::borrow::Cow;
         let r = &event.resource;
         let fields = record::FilterFields {
+            cluster: Cow::Borrowed(&event.cluster),
             resource: record::ResourceFields {
                 group: Cow::Borrowed(&r.group),
                 kind: Cow::Borrowed(&r.kind),
@@ -63,7 +66,8 @@ impl EventFilter {
     fn matches_fields(&self, event: &record::FilterFields<'_>) -> bool {
         let r = &event.resource;
         let time = event.time.timestamp_micros();
-        self.namespace.as_ref().is_none_or(|ns| *ns == r.namespace)
+        self.cluster.as_ref().is_none_or(|c| *c == event.cluster)
+            && self.namespace.as_ref().is_none_or(|ns| *ns == r.namespace)
             && self.group.as_ref().is_none_or(|g| *g == r.group)
             && self
                 .kind
@@ -131,7 +135,7 @@ fn id_floor(micros: Option<i64>) -> u64 {
     micros.map_or(0, |m| u64::try_from(m).unwrap_or(0))
 }
 
-impl Store {
+impl Fjall {
     /// Events matching `filter`, newest first.
     pub fn list_events(&self, filter: &EventFilter, scan: Scan) -> Result<Page> {
         let engine = self.shared().engine()?;
@@ -281,6 +285,10 @@ impl Store {
                 None => None,
             };
             summaries.push(NamespaceSummary {
+                cluster: latest
+                    .as_ref()
+                    .map(|e| e.cluster.clone())
+                    .unwrap_or_default(),
                 namespace,
                 events: read_u64(&value),
                 latest,
@@ -384,7 +392,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Fjall {
     /// The objects of one kind that have stored events, in key order, strictly after
     /// `after` (namespace, name), at most `limit` — for the confirmer's catch-up after a
     /// list: one seek per object, never a read of its events.

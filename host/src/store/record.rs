@@ -143,6 +143,9 @@ pub struct UserName {
 /// not match costs no allocation and no patch.
 #[derive(Debug, Deserialize)]
 pub struct FilterFields<'a> {
+    /// The cluster the event came from (empty: unnamed).
+    #[serde(default, borrow)]
+    pub cluster: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     pub resource: ResourceFields<'a>,
     #[serde(borrow)]

@@ -12,7 +12,7 @@
 use logistis_api::{Confirmation, Event, EventId, Status};
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Result, Store, keys};
+use super::{Error, Fjall, Result, keys};
 
 /// One event's status as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct StatusUpdate {
     pub record: Option<StatusRecord>,
 }
 
-impl Store {
+impl Fjall {
     /// Queue status changes; the receiver resolves once they are committed (and, in sync
     /// mode, on disk). Updates for events that retention removed meanwhile are dropped.
     pub fn set_statuses(

@@ -13,6 +13,7 @@ fn event(ns: &str, kind: &str, name: &str, user: &str, uid: &str) -> NewEvent {
     NewEvent {
         event: Event {
             id: EventId(0),
+            cluster: String::new(),
             uid: uid.into(),
             time: Utc::now(),
             operation: Operation::Update,

@@ -92,6 +92,11 @@ pub struct FilterArgs {
     #[arg(long)]
     pub user: Option<String>,
 
+    /// Only changes in this cluster (the `--cluster` name of the Logistis that recorded
+    /// them), when several clusters share one Logistis database.
+    #[arg(long, value_name = "NAME", env = "LOGISTIS_BLAME_CLUSTER")]
+    pub cluster: Option<String>,
+
     /// Only this operation.
     #[arg(long, value_enum)]
     pub operation: Option<OperationArg>,

@@ -71,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let connection = Connection::new(&cli.connection).await?;
 
     let mut events = EventQuery {
+        cluster: cli.filter.cluster.clone().filter(|c| !c.is_empty()),
         user: cli.filter.user.clone(),
         operation: cli.filter.operation.map(|op| op.as_str().to_owned()),
         status: (!cli.filter.status.is_empty()).then(|| {
@@ -95,7 +96,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     let (kind, name) = match &target {
         Target::Cluster => {
             if cli.namespace.is_none() && !cli.all_namespaces && !filtered {
-                return overview(&connection, cli.output, &renderer).await;
+                return overview(
+                    &connection,
+                    events.cluster.as_deref(),
+                    cli.output,
+                    &renderer,
+                )
+                .await;
             }
             // Filters without a namespace ask about the whole cluster: "what did alice do".
             events.namespace = cli.namespace.clone();
@@ -230,10 +237,15 @@ async fn resolve_kind(
 
 async fn overview(
     connection: &Connection,
+    cluster: Option<&str>,
     output: Option<OutputFormat>,
     renderer: &Renderer,
 ) -> Result<()> {
-    let list = query::namespaces(&connection.query).await?;
+    let mut list = query::namespaces(&connection.query, cluster).await?;
+    if let Some(cluster) = cluster {
+        // An older server ignores the parameter: filter here too.
+        list.items.retain(|row| row.cluster == cluster);
+    }
     match output.unwrap_or(OutputFormat::Table) {
         OutputFormat::Json => emit(&render::json(&list)?),
         OutputFormat::Yaml => emit(&render::yaml(&list)?),

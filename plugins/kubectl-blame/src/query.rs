@@ -15,6 +15,7 @@ pub const MAX_PAGE: usize = 1000;
 /// Filters of `GET /events`; `None` and empty strings are left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
+    pub cluster: Option<String>,
     /// `_` for cluster-scoped objects.
     pub namespace: Option<String>,
     /// `core` for the core group.
@@ -39,6 +40,7 @@ impl EventQuery {
     ) -> Vec<(&'static str, String)> {
         let value = |v: &Option<String>| v.clone().unwrap_or_default();
         vec![
+            ("cluster", value(&self.cluster)),
             ("namespace", value(&self.namespace)),
             ("group", value(&self.group)),
             ("kind", value(&self.kind)),
@@ -115,8 +117,16 @@ pub async fn event(client: &QueryClient, id: logistis_api::EventId) -> Result<Ev
     client.get(&format!("/events/{id}"), &[]).await
 }
 
-pub async fn namespaces(client: &QueryClient) -> Result<NamespaceList, Error> {
-    client.get("/namespaces", &[]).await
+/// The overview; with a cluster, of that cluster only.
+pub async fn namespaces(
+    client: &QueryClient,
+    cluster: Option<&str>,
+) -> Result<NamespaceList, Error> {
+    let params: Vec<(&str, String)> = cluster
+        .map(|c| ("cluster", c.to_owned()))
+        .into_iter()
+        .collect();
+    client.get("/namespaces", &params).await
 }
 
 pub async fn versions(client: &QueryClient, object: &ObjectPath) -> Result<VersionList, Error> {

@@ -45,19 +45,28 @@ fn namespace_label(namespace: &str) -> &str {
     }
 }
 
-/// `kubectl blame`: one row per namespace.
+/// More than one cluster among these: then tables get a CLUSTER column.
+fn several_clusters<'a>(mut clusters: impl Iterator<Item = &'a str>) -> bool {
+    let first = clusters.next();
+    clusters.any(|c| Some(c) != first)
+}
+
+/// `kubectl blame`: one row per namespace (per cluster and namespace when several clusters
+/// share the database).
 pub fn overview(list: &NamespaceList, renderer: &Renderer) -> String {
-    let mut out = table(
-        renderer,
-        &[
-            "NAMESPACE",
-            "CHANGES",
-            "LAST CHANGE",
-            "OBJECT",
-            "OPERATION",
-            "USER",
-        ],
-    );
+    let show_cluster = several_clusters(list.items.iter().map(|row| row.cluster.as_str()));
+    let mut header = vec![
+        "NAMESPACE",
+        "CHANGES",
+        "LAST CHANGE",
+        "OBJECT",
+        "OPERATION",
+        "USER",
+    ];
+    if show_cluster {
+        header.insert(0, "CLUSTER");
+    }
+    let mut out = table(renderer, &header);
     for row in &list.items {
         let (time, key, operation, user) = match &row.latest {
             Some(event) => (
@@ -68,28 +77,37 @@ pub fn overview(list: &NamespaceList, renderer: &Renderer) -> String {
             ),
             None => Default::default(),
         };
-        out.add_row(vec![
+        let mut cells = vec![
             namespace_label(&row.namespace).to_owned(),
             row.events.to_string(),
             time,
             key,
             operation,
             user,
-        ]);
+        ];
+        if show_cluster {
+            cells.insert(0, row.cluster.clone());
+        }
+        out.add_row(cells);
     }
     finish(&out)
 }
 
 /// A list of changes: KEY, OPERATION, USER, TIME, PATCH (and NAMESPACE first when the list
-/// spans namespaces, STATUS after OPERATION when the server confirms changes by watch).
+/// spans namespaces, CLUSTER before it when it spans clusters, STATUS after OPERATION when
+/// the server confirms changes by watch).
 pub fn events(items: &[Event], show_namespace: bool, renderer: &Renderer) -> String {
     let show_status = items.iter().any(|e| e.status.is_some());
+    let show_cluster = several_clusters(items.iter().map(|e| e.cluster.as_str()));
     let mut header = vec!["KEY", "OPERATION", "USER", "TIME", "PATCH"];
     if show_status {
         header.insert(2, "STATUS");
     }
     if show_namespace {
         header.insert(0, "NAMESPACE");
+    }
+    if show_cluster {
+        header.insert(0, "CLUSTER");
     }
     let mut out = table(renderer, &header);
     for event in items {
@@ -105,6 +123,9 @@ pub fn events(items: &[Event], show_namespace: bool, renderer: &Renderer) -> Str
         }
         if show_namespace {
             row.insert(0, namespace_label(&event.resource.namespace).to_owned());
+        }
+        if show_cluster {
+            row.insert(0, event.cluster.clone());
         }
         out.add_row(row);
     }
@@ -376,6 +397,25 @@ mod tests {
             serde_json::json!({"kind": "PodExecOptions", "command": ["sh", "-c", "date"], "container": "web"}),
         );
         assert_eq!(patch_summary(&event), ["exec: sh -c date (container web)"]);
+    }
+
+    #[test]
+    fn a_cluster_column_only_when_several_clusters_are_shown() {
+        let mut events = fixtures::events().items;
+        let one = super::events(&events, false, &fixtures::renderer(false));
+        assert!(!one.contains("CLUSTER"), "{one}");
+        events[0].cluster = "eu-1".into();
+        events[1].cluster = "us-2".into();
+        let two = super::events(&events, false, &fixtures::renderer(false));
+        assert!(two.starts_with("CLUSTER"), "{two}");
+        assert!(two.contains("eu-1") && two.contains("us-2"), "{two}");
+        let list: NamespaceList = serde_json::from_value(serde_json::json!({"items": [
+            {"cluster": "eu-1", "namespace": "shop", "events": 2, "latest": serde_json::to_value(&events[0]).unwrap()},
+            {"cluster": "us-2", "namespace": "shop", "events": 4, "latest": serde_json::to_value(&events[1]).unwrap()}
+        ]}))
+        .unwrap();
+        let overview = super::overview(&list, &fixtures::renderer(false));
+        assert!(overview.starts_with("CLUSTER   NAMESPACE"), "{overview}");
     }
 
     #[test]
