@@ -122,6 +122,7 @@ mod tests {
     fn event() -> Event {
         Event {
             id: EventId(1),
+            cluster: String::new(),
             uid: "u".into(),
             time: chrono::DateTime::UNIX_EPOCH,
             operation: Operation::Create,

@@ -506,6 +506,15 @@ impl Store {
         }
     }
 
+    /// The embedded store, for its own tests.
+    #[cfg(test)]
+    pub(crate) fn fjall(&self) -> &Fjall {
+        match &self.backend {
+            Backend::Fjall(fjall) => fjall,
+            Backend::Postgres(_) => panic!("not the embedded store"),
+        }
+    }
+
     /// The embedded store's internals, for its own tests.
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &super::Shared {

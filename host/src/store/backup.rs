@@ -379,6 +379,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     fn stream(records: impl FnOnce(&mut BackupWriter<Vec<u8>>)) -> Vec<u8> {
         let mut writer = BackupWriter::new(Vec::new()).unwrap();

@@ -53,6 +53,7 @@ fn big_event(n: u64) -> NewEvent {
     NewEvent {
         event: Event {
             id: EventId(0),
+            cluster: String::new(),
             uid: format!("fill-{n}"),
             time: Utc::now(),
             operation: Operation::Create,

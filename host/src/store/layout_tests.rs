@@ -64,6 +64,7 @@ fn new_event(
     NewEvent {
         event: Event {
             id: EventId(0),
+            cluster: String::new(),
             uid: String::new(),
             time: Utc::now(),
             operation,
@@ -306,6 +307,7 @@ fn deleting_the_oldest_versions_rebases_the_survivors() {
             .collect();
         let (reply, receiver) = crossbeam_channel::bounded(1);
         store
+            .fjall()
             .writer
             .send(writer::Command::Delete(oldest.clone(), reply))
             .unwrap();

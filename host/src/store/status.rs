@@ -107,12 +107,13 @@ mod tests {
 
     use super::*;
     use crate::admission::NewEvent;
-    use crate::store::{Appended, EventFilter, ObjectKey, Scan, StoreSettings};
+    use crate::store::{Appended, EventFilter, ObjectKey, Scan, Store, StoreSettings};
 
     fn new_event(name: &str, status: Option<Status>) -> NewEvent {
         NewEvent {
             event: Event {
                 id: EventId(0),
+                cluster: String::new(),
                 uid: format!("uid-{name}"),
                 time: Utc::now(),
                 operation: Operation::Update,

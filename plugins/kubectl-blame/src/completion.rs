@@ -308,7 +308,7 @@ async fn namespaces(words: &[String]) -> Vec<Candidate> {
     let Ok(connection) = Connection::new(&cli.connection).await else {
         return Vec::new();
     };
-    let Ok(list) = query::namespaces(&connection.query).await else {
+    let Ok(list) = query::namespaces(&connection.query, None).await else {
         return Vec::new();
     };
     list.items
