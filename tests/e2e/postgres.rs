@@ -18,13 +18,18 @@ fn on(url: &str) -> ServerBuilder {
     Server::builder().args(["--store", url])
 }
 
-/// `deployment/shop/NAME` UPDATE to `replicas`, uid `UID`.
-fn update(uid: &str, name: &str, replicas: u64) -> Value {
+/// `deployment/shop/NAME` UPDATE number `seq` of a chain, uid `UID`: replicas go from
+/// `seq + 9` (the fixture's 2 for the first) to `seq + 10`, so no update is a no-op (a no-op
+/// is answered but, as noise, not recorded).
+fn update(uid: &str, name: &str, seq: u64) -> Value {
     let mut review = with_uid(&own_review("update-deployment-replicas.json"), uid);
     review["request"]["name"] = json!(name);
     review["request"]["object"]["metadata"]["name"] = json!(name);
     review["request"]["oldObject"]["metadata"]["name"] = json!(name);
-    review["request"]["object"]["spec"]["replicas"] = json!(replicas);
+    review["request"]["object"]["spec"]["replicas"] = json!(seq + 10);
+    if seq > 0 {
+        review["request"]["oldObject"]["spec"]["replicas"] = json!(seq + 9);
+    }
     review
 }
 
