@@ -109,13 +109,16 @@ fn context_suffix(context: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Who grants what was refused: the shipped ClusterRole for changes, kubectl's own RBAC
-/// otherwise (Secrets).
+/// Who grants what was refused: the shipped ClusterRole for Logistis' resources (bound in
+/// the namespace, or cluster-wide for what is asked at cluster scope); nothing for other
+/// groups' rights (Secrets), which the cluster's own roles grant.
 fn forbidden_hint(permission: &str) -> &'static str {
-    if permission.contains(GROUP) {
-        " (the ClusterRole logistis:changes-viewer grants it, and view, edit and admin include it: ask for a RoleBinding in that namespace)"
-    } else {
+    if !permission.contains(GROUP) {
         ""
+    } else if permission.ends_with("at cluster scope") {
+        " (the ClusterRole logistis:changes-viewer grants it bound with a ClusterRoleBinding; or name a namespace with -n)"
+    } else {
+        " (the ClusterRole logistis:changes-viewer grants it, and view, edit and admin include it: ask for a RoleBinding in that namespace)"
     }
 }
 
