@@ -787,6 +787,15 @@ async fn kubectl_blame_goes_through_the_aggregated_api_under_rbac() -> Result<()
         serde_json::from_slice(&output.stdout).with_context(|| text(&output.stderr))?;
     assert_eq!(items(&list).len(), 1, "{list}");
     assert_eq!(items(&list)[0]["resource"]["namespace"], SHOP, "{list}");
+    // The confirmation filter reaches the server (nothing here is confirmed by a watch).
+    let output = blame(&alice, &["-n", SHOP, "--status", "confirmed"], false).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "");
+    assert!(
+        text(&output.stderr).contains("No changes found in namespace shop"),
+        "{}",
+        text(&output.stderr)
+    );
     // Across namespaces needs the cluster-wide right, which alice lacks.
     let output = blame(&alice, &["-A", "--user", "bob@example.com"], false).await;
     let stderr = text(&output.stderr);
