@@ -1,34 +1,24 @@
-//! `kubectl-blame` end to end: the real binary against the real `logistis` server over HTTPS,
-//! fed a scripted history (create, scale, image change, delete) and the real AdmissionReview
-//! corpus; through a test kubeconfig and a small fake Kubernetes API that serves discovery and
-//! forwards the service-proxy path; and found by the real `kubectl` on PATH.
+//! `kubectl-blame` end to end: the real binary against the real `logistis` server over HTTPS
+//! (`--server`), fed a scripted history (create, scale, image change, delete) and the real
+//! AdmissionReview corpus. Through the Kubernetes API (the aggregated API under RBAC, and
+//! found by the real `kubectl` on PATH) it is tested in `access`.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use logistis_e2e::{Server, cargo_bin, reviews_in, skip_without_corpus, target_dir, with_uid};
+use logistis_e2e::{Server, cargo_bin, reviews_in, skip_without_corpus, with_uid};
 use serde_json::{Value, json};
 
 /// Environment variables the CLI reads: cleared so the developer's own settings cannot leak in.
 const CLI_ENV: &[&str] = &[
     "LOGISTIS_SERVER",
-    "LOGISTIS_NAMESPACE",
-    "LOGISTIS_SERVICE",
     "LOGISTIS_CERTIFICATE_AUTHORITY",
     "LOGISTIS_INSECURE_SKIP_TLS_VERIFY",
     "LOGISTIS_BLAME_TIME",
     "LOGISTIS_BLAME_COLOR",
     "NO_COLOR",
 ];
-
-const TOKEN: &str = "e2e-bearer-token";
-const PROXY_PREFIX: &str = "/api/v1/namespaces/logistis/services/https:logistis:query/proxy";
 
 fn blame_bin() -> PathBuf {
     cargo_bin("kubectl-blame", "kubectl-blame")
@@ -50,30 +40,17 @@ impl Run {
         }
     }
 
-    /// Insists on success and returns stdout.
-    fn ok(self) -> String {
-        assert_eq!(
-            self.code, 0,
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self.stdout
-    }
-
     fn rows(&self) -> Vec<&str> {
         self.stdout.lines().skip(1).collect()
     }
 }
 
-/// Runs `program` (kubectl-blame or kubectl) with a clean environment and the given kubeconfig.
-async fn run(program: &Path, args: &[&str], kubeconfig: &Path, path: Option<&str>) -> Run {
+/// Runs `program` (kubectl-blame) with a clean environment and the given kubeconfig.
+async fn run(program: &Path, args: &[&str], kubeconfig: &Path) -> Run {
     let mut command = tokio::process::Command::new(program);
     command.args(args).env("KUBECONFIG", kubeconfig);
     for name in CLI_ENV {
         command.env_remove(name);
-    }
-    if let Some(path) = path {
-        command.env("PATH", path);
     }
     let output = command
         .output()
@@ -111,7 +88,7 @@ impl Direct {
     async fn run(&self, args: &[&str]) -> Run {
         let mut all: Vec<&str> = self.server_args.iter().map(String::as_str).collect();
         all.extend_from_slice(args);
-        run(&self.bin, &all, &self.kubeconfig, None).await
+        run(&self.bin, &all, &self.kubeconfig).await
     }
 
     async fn ok(&self, args: &[&str]) -> String {
@@ -678,7 +655,6 @@ async fn clear_errors_and_exit_codes() -> Result<()> {
         &bin,
         &["--server", "https://127.0.0.1:1", "deploy", "-n", "shop"],
         &dir.path().join("none"),
-        None,
     )
     .await;
     assert_eq!(down.code, 3, "{}", down.stderr);
@@ -690,13 +666,7 @@ async fn clear_errors_and_exit_codes() -> Result<()> {
     );
 
     // Without --server and without a kubeconfig there is no way to the server.
-    let nowhere = run(
-        &bin,
-        &["deploy", "-n", "shop"],
-        &dir.path().join("none"),
-        None,
-    )
-    .await;
+    let nowhere = run(&bin, &["deploy", "-n", "shop"], &dir.path().join("none")).await;
     assert_eq!(nowhere.code, 3, "{}", nowhere.stderr);
     assert!(nowhere.stderr.contains("kubeconfig"), "{}", nowhere.stderr);
     Ok(())
@@ -820,277 +790,4 @@ async fn real_reviews_through_the_cli() -> Result<()> {
         assert!(!diff.contains(value), "plaintext {value} in\n{diff}");
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Through the Kubernetes API: a fake API server and a kubeconfig with a bearer token.
-
-/// What the fake API server saw: path and query, and the Authorization header.
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, String)>>>);
-
-#[derive(Clone)]
-struct FakeApi {
-    seen: Seen,
-    query_url: String,
-    client: reqwest::Client,
-}
-
-fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                      "message": message, "reason": reason, "code": code.as_u16()});
-    (code, axum::Json(body)).into_response()
-}
-
-fn resource(name: &str, kind: &str, namespaced: bool, short: &[&str]) -> Value {
-    json!({"name": name, "singularName": kind.to_lowercase(), "namespaced": namespaced,
-           "kind": kind, "verbs": ["get", "list"], "shortNames": short})
-}
-
-async fn fake_api(State(api): State<FakeApi>, request: Request) -> Response {
-    let path_and_query = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    let auth = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    api.seen
-        .0
-        .lock()
-        .unwrap()
-        .push((path_and_query.clone(), auth.clone()));
-    if auth != format!("Bearer {TOKEN}") {
-        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
-    }
-    let path = request.uri().path();
-    let body = match path {
-        "/api" => json!({"kind": "APIVersions", "versions": ["v1"],
-                         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
-        "/api/v1" => json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
-            resource("pods", "Pod", true, &["po"]), resource("pods/exec", "PodExecOptions", true, &[]),
-            resource("namespaces", "Namespace", false, &["ns"])]}),
-        "/apis" => json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-            {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-             "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}},
-            {"name": "example.com", "versions": [{"groupVersion": "example.com/v1", "version": "v1"}],
-             "preferredVersion": {"groupVersion": "example.com/v1", "version": "v1"}}]}),
-        "/apis/apps/v1" => {
-            json!({"kind": "APIResourceList", "groupVersion": "apps/v1", "resources": [
-            resource("deployments", "Deployment", true, &["deploy"])]})
-        }
-        "/apis/example.com/v1" => {
-            json!({"kind": "APIResourceList", "groupVersion": "example.com/v1", "resources": [
-            resource("widgets", "Widget", true, &["wdg"])]})
-        }
-        _ => match path_and_query.strip_prefix(PROXY_PREFIX) {
-            Some(rest) => return forward(&api, rest).await,
-            None => {
-                let name = path.rsplit('/').nth(2).unwrap_or("?");
-                return status(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    &format!("services \"{name}\" not found"),
-                );
-            }
-        },
-    };
-    axum::Json(body).into_response()
-}
-
-/// The service proxy: pass the rest of the path to the real query API, answer as it did.
-async fn forward(api: &FakeApi, rest: &str) -> Response {
-    match api
-        .client
-        .get(format!("{}{rest}", api.query_url))
-        .send()
-        .await
-    {
-        Ok(answer) => {
-            let code = answer.status().as_u16();
-            let bytes = answer.bytes().await.unwrap_or_default();
-            Response::builder()
-                .status(code)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(bytes))
-                .unwrap()
-        }
-        Err(error) => status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            &format!("error trying to reach service: {error}"),
-        ),
-    }
-}
-
-fn kubeconfig(server: &str, token: &str, namespace: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: e2e\n\
-         clusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-         users:\n- name: tester\n  user:\n    token: {token}\n\
-         contexts:\n- name: e2e\n  context:\n    cluster: fake\n    user: tester\n    namespace: {namespace}\n"
-    )
-}
-
-fn widget_review() -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "widget-1",
-            "kind": {"group": "example.com", "version": "v1", "kind": "Widget"},
-            "resource": {"group": "example.com", "version": "v1", "resource": "widgets"},
-            "name": "gizmo", "namespace": "shop", "operation": "CREATE",
-            "userInfo": {"username": "erin", "groups": ["system:authenticated"]},
-            "object": {"apiVersion": "example.com/v1", "kind": "Widget",
-                       "metadata": {"name": "gizmo", "namespace": "shop"}, "spec": {"size": 2}},
-            "oldObject": null, "dryRun": false
-        }
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_the_kubernetes_api_with_the_kubeconfig() -> Result<()> {
-    let server = Server::start()?;
-    post_history(&server).await?;
-    server.admit(&widget_review()).await?;
-
-    let seen = Seen::default();
-    let api = FakeApi {
-        seen: seen.clone(),
-        query_url: server.query_url.clone(),
-        client: server.client.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api_url = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new().fallback(fake_api).with_state(api);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("kubeconfig");
-    // The context's namespace is shop: no -n needed, as with kubectl.
-    std::fs::write(&config, kubeconfig(&api_url, TOKEN, "shop"))?;
-    let bin = blame_bin();
-
-    let run_ok = |args: &'static [&'static str]| {
-        let (bin, config) = (bin.clone(), config.clone());
-        async move { run(&bin, args, &config, None).await.ok() }
-    };
-    // Full times: two runs a second apart must print the same table.
-    let table = run_ok(&["deploy", "web", "--color", "never", "--time", "full"]).await;
-    assert_eq!(table.lines().count(), 4, "{table}");
-    assert!(table.contains("replace /spec/replicas 3"), "{table}");
-
-    // A custom resource by its short name: only discovery knows it.
-    let widgets = run_ok(&["wdg", "--color", "never"]).await;
-    assert!(
-        widgets.contains("Widget.example.com/gizmo") && widgets.contains("erin"),
-        "{widgets}"
-    );
-
-    let blame = run_ok(&["deploy/web", "-o", "blame", "--color", "never"]).await;
-    assert!(
-        blame
-            .lines()
-            .any(|l| l.starts_with("v2  bob ") && l.ends_with("replicas: 3")),
-        "{blame}"
-    );
-
-    {
-        let seen = seen.0.lock().unwrap();
-        let proxied: Vec<&(String, String)> = seen
-            .iter()
-            .filter(|(p, _)| p.starts_with(PROXY_PREFIX))
-            .collect();
-        assert!(
-            proxied.iter().any(|(p, _)| p.starts_with(&format!(
-                "{PROXY_PREFIX}/api/v1/events?namespace=shop&group=apps&kind=Deployment&name=web"
-            ))),
-            "{seen:?}"
-        );
-        assert!(
-            proxied.iter().any(|(p, _)| p
-                == &format!("{PROXY_PREFIX}/api/v1/objects/apps/Deployment/shop/web/blame")),
-            "{seen:?}"
-        );
-        assert!(
-            seen.iter().any(|(p, _)| p == "/apis/example.com/v1"),
-            "discovery was used: {seen:?}"
-        );
-        assert!(
-            seen.iter()
-                .all(|(_, auth)| auth == &format!("Bearer {TOKEN}")),
-            "{seen:?}"
-        );
-    }
-
-    // The real kubectl finds the plugin on PATH and runs it with the same kubeconfig.
-    let path = format!(
-        "{}:{}",
-        target_dir().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let kubectl = which("kubectl").context("kubectl is not installed")?;
-    let plugins = run(&kubectl, &["plugin", "list"], &config, Some(&path)).await;
-    let listed = target_dir().join("kubectl-blame").display().to_string();
-    assert!(
-        plugins.stdout.lines().any(|l| l.trim() == listed),
-        "{}\n{}",
-        plugins.stdout,
-        plugins.stderr
-    );
-    let via_kubectl = run(
-        &kubectl,
-        &[
-            "blame", "deploy", "web", "--color", "never", "--time", "full",
-        ],
-        &config,
-        Some(&path),
-    )
-    .await
-    .ok();
-    assert_eq!(via_kubectl, table);
-
-    // Wrong credentials and a missing service: the API server's own answer, and the route.
-    std::fs::write(&config, kubeconfig(&api_url, "wrong-token", "shop"))?;
-    let denied = run(&bin, &["deploy", "web"], &config, None).await;
-    assert_eq!(denied.code, 3, "{}", denied.stderr);
-    assert!(
-        denied
-            .stderr
-            .contains(&format!("through the Kubernetes API at {api_url}")),
-        "{}",
-        denied.stderr
-    );
-    assert!(
-        denied.stderr.contains("401") && denied.stderr.contains("services/proxy"),
-        "{}",
-        denied.stderr
-    );
-    std::fs::write(&config, kubeconfig(&api_url, TOKEN, "shop"))?;
-    let elsewhere = run(
-        &bin,
-        &["deploy", "web", "--logistis-namespace", "audit"],
-        &config,
-        None,
-    )
-    .await;
-    assert_eq!(elsewhere.code, 3, "{}", elsewhere.stderr);
-    assert!(
-        elsewhere.stderr.contains("is Logistis installed there?"),
-        "{}",
-        elsewhere.stderr
-    );
-    Ok(())
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|candidate| candidate.is_file())
-    })
 }

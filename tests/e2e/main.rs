@@ -3,6 +3,7 @@
 //!
 //! One test binary, one module per area. Helpers are in `tests/support`.
 
+mod access;
 mod admission;
 mod apiserver;
 mod backup;

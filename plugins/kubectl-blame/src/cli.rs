@@ -10,9 +10,6 @@ use clap::{Args, Parser, ValueEnum};
 
 /// The default number of events shown for a list (per object, per kind or per namespace).
 pub const DEFAULT_LIMIT: usize = 20;
-/// The namespace and service name of the Logistis deployment (the deploy manifests' names).
-pub const DEFAULT_LOGISTIS_NAMESPACE: &str = "logistis";
-pub const DEFAULT_LOGISTIS_SERVICE: &str = "logistis";
 /// How long one request may take before we give up (`0s` waits forever).
 pub const DEFAULT_REQUEST_TIMEOUT: &str = "30s";
 
@@ -23,7 +20,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: &str = "30s";
 /// plural, singular and short names, any case; `kind.group` for custom resources).
 ///
 /// Exit status: 0 success, 1 no such object or event, 2 usage error (bad flag, unknown kind,
-/// rejected query), 3 the Logistis server could not be reached or failed.
+/// rejected query), 3 the Logistis server could not be reached, refused access or failed.
 #[derive(Debug, Parser)]
 #[command(name = "kubectl-blame", bin_name = "kubectl blame", version)]
 // The last of a repeated flag wins, as in kubectl: aliases and wrappers can add defaults.
@@ -144,15 +141,9 @@ pub struct ConnectionArgs {
     #[arg(long)]
     pub context: Option<String>,
 
-    /// Namespace of the Logistis service (reached through the API server's service proxy).
-    #[arg(long, env = "LOGISTIS_NAMESPACE", default_value = DEFAULT_LOGISTIS_NAMESPACE)]
-    pub logistis_namespace: String,
-
-    /// Name of the Logistis service; its port named `query` serves the query API.
-    #[arg(long, env = "LOGISTIS_SERVICE", default_value = DEFAULT_LOGISTIS_SERVICE)]
-    pub logistis_service: String,
-
-    /// Talk to the query API at this URL directly instead of through the Kubernetes API.
+    /// Talk to the plain JSON API of a Logistis server at this URL (local use, e.g.
+    /// `logistis serve --self-signed`) instead of the aggregated API `logistis.io/v1alpha1`
+    /// through the Kubernetes API server, where the cluster's RBAC applies.
     #[arg(long, env = "LOGISTIS_SERVER", value_name = "URL")]
     pub server: Option<String>,
 

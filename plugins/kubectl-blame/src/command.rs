@@ -299,9 +299,10 @@ async fn show_events(
         OutputFormat::Diff => {
             for summary in &list.items {
                 // Lists carry patches only; the diff needs the objects around them.
-                let event = query::event(&connection.query, summary.id)
-                    .await
-                    .with_context(|| format!("could not read event {}", summary.id))?;
+                let event =
+                    query::event(&connection.query, &summary.resource.namespace, summary.id)
+                        .await
+                        .with_context(|| format!("could not read event {}", summary.id))?;
                 emit(&change::event_diff(&event, renderer)?)?;
             }
         }

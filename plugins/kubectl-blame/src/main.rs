@@ -6,7 +6,7 @@
 //! - [`command`]: checks the combination, picks the namespace, asks, prints.
 //! - [`kinds`] and [`discovery`]: `deploy`/`deployments`/`Deployment`/`kind.group` to the
 //!   kind and group the server records; a built-in table, API discovery for the rest.
-//! - [`transport`]: the kube client, through the API server's service proxy with the user's
+//! - [`transport`]: the kube client, through the API server (the aggregated API) with the user's
 //!   kubeconfig or directly with `--server`; [`query`]: the endpoints as typed calls.
 //! - [`render`]: tables, patches, diffs and the blame view; [`time`] and [`color`]: ages like
 //!   `35m`, and colour only where it helps.

@@ -1,8 +1,11 @@
-//! Reaching the Logistis query API: through the Kubernetes API server's service proxy with the
-//! user's kubeconfig (so exec, OIDC and client-certificate auth and RBAC all apply), or
-//! directly with `--server URL`. Both routes use one kube `Client`: for `--server` it is built
-//! from an in-memory kubeconfig, so the CA file and `insecure-skip-tls-verify` mean exactly
-//! what they mean to kubectl. Every error says which route was tried.
+//! Reaching the Logistis query API: by default through the Kubernetes API server with the
+//! user's kubeconfig, as the aggregated API `logistis.io/v1alpha1` (so exec, OIDC and
+//! client-certificate auth apply, and the cluster's RBAC decides what the user may read, per
+//! namespace); or directly with `--server URL`, the plain JSON API under `/api/v1` (local use:
+//! `logistis serve --self-signed`). Both routes use one kube `Client`: for `--server` it is
+//! built from an in-memory kubeconfig, so the CA file and `insecure-skip-tls-verify` mean
+//! exactly what they mean to kubectl. Every error says which route was tried; a refusal says
+//! which permission is missing.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,8 +19,22 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::ConnectionArgs;
 
-/// The name of the service port that serves the query API (the deploy manifests name it).
-pub const QUERY_PORT_NAME: &str = "query";
+/// The aggregated API's group version, served by the APIService `v1alpha1.logistis.io`.
+pub const GROUP: &str = "logistis.io";
+pub const VERSION: &str = "v1alpha1";
+/// Where the aggregated API lives on the Kubernetes API server.
+pub const AGGREGATED_PREFIX: &str = "/apis/logistis.io/v1alpha1";
+/// Where the plain JSON API lives on a server reached with `--server`.
+pub const JSON_PREFIX: &str = "/api/v1";
+
+/// Which of the server's two APIs a [`QueryClient`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/apis/logistis.io/v1alpha1` through the Kubernetes API server (the default).
+    Aggregated,
+    /// `/api/v1` on the server itself (`--server`).
+    Direct,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,14 +74,24 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The API server answered for the proxy (no such service, forbidden, service down).
-    #[error("the Kubernetes API refused the request {how}: {status}: {message}{}", proxy_hint(*.status))]
-    Proxy {
-        how: String,
-        status: StatusCode,
-        message: String,
-    },
-    /// The query API answered with an error (`{"error": "..."}`).
+    /// The Kubernetes API refused the user's credentials.
+    #[error("the credentials were not accepted {how}: {message}")]
+    Unauthorized { how: String, message: String },
+    /// RBAC refused the request: `permission` names what is missing.
+    #[error("{permission}{}", forbidden_hint(.permission))]
+    Forbidden { permission: String },
+    /// The Kubernetes API does not serve `logistis.io/v1alpha1` (no APIService).
+    #[error(
+        "{GROUP}/{VERSION} is not served {how}: is Logistis installed? (kubectl get apiservice {VERSION}.{GROUP})"
+    )]
+    NotServed { how: String },
+    /// The API server could not reach Logistis (the APIService is not available).
+    #[error(
+        "Logistis is not available {how}: {message} (kubectl get apiservice {VERSION}.{GROUP} says why)"
+    )]
+    Unavailable { how: String, message: String },
+    /// The query API answered with an error (`{"error": "..."}`, or a `Status` from the
+    /// aggregated API).
     #[error("{message}")]
     Api { status: StatusCode, message: String },
     #[error("unexpected answer from the query API for {path}")]
@@ -82,16 +109,51 @@ fn context_suffix(context: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-fn proxy_hint(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::NOT_FOUND => {
-            " (is Logistis installed there? see --logistis-namespace and --logistis-service)"
-        }
-        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
-            " (reading history needs `get` on services/proxy in the Logistis namespace)"
-        }
-        _ => "",
+/// Who grants what was refused: the shipped ClusterRole for Logistis' resources (bound in
+/// the namespace, or cluster-wide for what is asked at cluster scope); nothing for other
+/// groups' rights (Secrets), which the cluster's own roles grant.
+fn forbidden_hint(permission: &str) -> &'static str {
+    if !permission.contains(GROUP) {
+        ""
+    } else if permission.ends_with("at cluster scope") {
+        " (the ClusterRole logistis:changes-viewer grants it bound with a ClusterRoleBinding; or name a namespace with -n)"
+    } else {
+        " (the ClusterRole logistis:changes-viewer grants it, and view, edit and admin include it: ask for a RoleBinding in that namespace)"
     }
+}
+
+/// `you may not list changes.logistis.io in namespace shop`, from kube-apiserver's refusal
+/// (`… is forbidden: User "u" cannot list resource "changes" in API group "logistis.io" in
+/// the namespace "shop"`, or `… at the cluster scope`, or `cannot get path "/x"`). `None`
+/// when the message is worded otherwise.
+pub fn missing_permission(message: &str) -> Option<String> {
+    let rest = &message[message.find("\" cannot ")? + "\" cannot ".len()..];
+    let (verb, rest) = rest.split_once(' ')?;
+    if let Some(path) = rest.strip_prefix("path ") {
+        let path = path.split('"').nth(1)?;
+        return Some(format!("you may not {verb} {path}"));
+    }
+    let rest = rest.strip_prefix("resource \"")?;
+    let (resource, rest) = rest.split_once('"')?;
+    let rest = rest.strip_prefix(" in API group \"")?;
+    let (group, rest) = rest.split_once('"')?;
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, sub)) => (resource, format!("/{sub}")),
+        None => (resource, String::new()),
+    };
+    let qualified = if group.is_empty() {
+        format!("{resource}{subresource}")
+    } else {
+        format!("{resource}.{group}{subresource}")
+    };
+    let scope = if let Some(rest) = rest.strip_prefix(" in the namespace \"") {
+        format!("in namespace {}", rest.split('"').next()?)
+    } else if rest.starts_with(" at the cluster scope") {
+        "at cluster scope".to_owned()
+    } else {
+        return None;
+    };
+    Some(format!("you may not {verb} {qualified} {scope}"))
 }
 
 /// Everything the commands need to talk to: the query API, and the Kubernetes API when a
@@ -131,7 +193,7 @@ impl Connection {
                 Ok(Connection {
                     query: QueryClient {
                         client,
-                        prefix: "/api/v1".to_owned(),
+                        route: Route::Direct,
                         how,
                     },
                     kube,
@@ -141,13 +203,7 @@ impl Connection {
             }
             None => {
                 let config = kube_config?;
-                let how = format!(
-                    "through the Kubernetes API at {} (service proxy to {}/{}, port {})",
-                    config.cluster_url,
-                    args.logistis_namespace,
-                    args.logistis_service,
-                    QUERY_PORT_NAME
-                );
+                let how = format!("through the Kubernetes API at {}", config.cluster_url);
                 let default_namespace = config.default_namespace.clone();
                 let client = kube::Client::try_from(config).map_err(|source| Error::Client {
                     how: how.clone(),
@@ -156,7 +212,7 @@ impl Connection {
                 Ok(Connection {
                     query: QueryClient {
                         client: client.clone(),
-                        prefix: proxy_prefix(&args.logistis_namespace, &args.logistis_service),
+                        route: Route::Aggregated,
                         how,
                     },
                     kube: Some(client),
@@ -166,16 +222,6 @@ impl Connection {
             }
         }
     }
-}
-
-/// `/api/v1/namespaces/{ns}/services/https:{service}:query/proxy/api/v1`: the API server
-/// proxies to the service's `query` port over HTTPS (the query API serves TLS only).
-pub fn proxy_prefix(namespace: &str, service: &str) -> String {
-    format!(
-        "/api/v1/namespaces/{}/services/https:{}:{QUERY_PORT_NAME}/proxy/api/v1",
-        encode(namespace),
-        encode(service)
-    )
 }
 
 /// The user's kubeconfig (`--kubeconfig`, else KUBECONFIG or ~/.kube/config, else the
@@ -268,23 +314,32 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The query API, at a path prefix that ends in `/api/v1`.
+/// The query API, aggregated or direct.
 #[derive(Clone)]
 pub struct QueryClient {
     client: kube::Client,
-    prefix: String,
+    route: Route,
     how: String,
 }
 
 impl QueryClient {
-    /// GET `{prefix}{path}?{query}` and decode the JSON answer. `path` must already be
-    /// encoded (see [`encode`]); query values are encoded here, empty ones left out.
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    /// GET `{prefix}{path}?{query}` and decode the JSON answer, the prefix that of the
+    /// route's API. `path` must already be encoded (see [`encode`]); query values are
+    /// encoded here, empty ones left out.
     pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, Error> {
-        let uri = format!("{}{path}{}", self.prefix, query_string(query));
+        let prefix = match self.route {
+            Route::Aggregated => AGGREGATED_PREFIX,
+            Route::Direct => JSON_PREFIX,
+        };
+        let uri = format!("{prefix}{path}{}", query_string(query));
         let request = Request::get(&uri)
             .header(header::ACCEPT, "application/json")
             .body(Body::empty())
@@ -312,8 +367,9 @@ impl QueryClient {
         Err(self.failure(status, &body))
     }
 
-    /// Tells the query API's own errors (`{"error": ...}`) from the API server's (a
-    /// `Status` about the proxy) and from anything else in the way.
+    /// Tells the query API's own errors (`{"error": ...}`) from a Kubernetes `Status` (the
+    /// aggregated API's, or the API server's own: credentials, RBAC, no such API) and from
+    /// anything else in the way.
     fn failure(&self, status: StatusCode, body: &[u8]) -> Error {
         if let Ok(answer) = serde_json::from_slice::<logistis_api::ErrorBody>(body) {
             return Error::Api {
@@ -333,10 +389,25 @@ impl QueryClient {
                     text.chars().take(300).collect()
                 }
             });
-        Error::Proxy {
-            how: self.how.clone(),
-            status,
-            message,
+        let how = self.how.clone();
+        match status {
+            StatusCode::UNAUTHORIZED => Error::Unauthorized { how, message },
+            StatusCode::FORBIDDEN => Error::Forbidden {
+                permission: missing_permission(&message).unwrap_or(message),
+            },
+            // kube-apiserver's answer for a path no API serves.
+            StatusCode::NOT_FOUND
+                if self.route == Route::Aggregated
+                    && message == "the server could not find the requested resource" =>
+            {
+                Error::NotServed { how }
+            }
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::BAD_GATEWAY
+                if self.route == Route::Aggregated =>
+            {
+                Error::Unavailable { how, message }
+            }
+            _ => Error::Api { status, message },
         }
     }
 }
@@ -374,14 +445,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proxy_prefix_names_the_https_query_port() {
-        assert_eq!(
-            proxy_prefix("logistis", "logistis"),
-            "/api/v1/namespaces/logistis/services/https:logistis:query/proxy/api/v1"
-        );
-    }
-
-    #[test]
     fn query_values_and_segments_are_encoded() {
         assert_eq!(
             encode("spec.containers[0].image"),
@@ -405,14 +468,41 @@ mod tests {
     }
 
     #[test]
-    fn proxy_errors_carry_a_hint() {
-        let error = Error::Proxy {
-            how: "through the Kubernetes API at https://k8s".into(),
-            status: StatusCode::NOT_FOUND,
-            message: "services \"logistis\" not found".into(),
+    fn refusals_name_the_missing_permission() {
+        let kube =
+            |tail: &str| format!("changes.logistis.io is forbidden: User \"alice\" cannot {tail}");
+        assert_eq!(
+            missing_permission(&kube(
+                "list resource \"changes\" in API group \"logistis.io\" in the namespace \"shop\""
+            ))
+            .as_deref(),
+            Some("you may not list changes.logistis.io in namespace shop")
+        );
+        assert_eq!(
+            missing_permission(&kube(
+                "get resource \"changes/blame\" in API group \"logistis.io\" at the cluster scope"
+            ))
+            .as_deref(),
+            Some("you may not get changes.logistis.io/blame at cluster scope")
+        );
+        assert_eq!(
+            missing_permission(&kube(
+                "get resource \"secrets\" in API group \"\" in the namespace \"shop\""
+            ))
+            .as_deref(),
+            Some("you may not get secrets in namespace shop")
+        );
+        assert_eq!(
+            missing_permission("forbidden: User \"bob\" cannot get path \"/metrics\"").as_deref(),
+            Some("you may not get /metrics")
+        );
+        assert_eq!(missing_permission("nope"), None);
+        let error = Error::Forbidden {
+            permission: "you may not list changes.logistis.io in namespace shop".into(),
         };
-        let text = error.to_string();
-        assert!(text.contains("--logistis-namespace"), "{text}");
-        assert!(text.contains("https://k8s"), "{text}");
+        assert!(
+            error.to_string().contains("logistis:changes-viewer"),
+            "{error}"
+        );
     }
 }

@@ -519,6 +519,14 @@ impl ApiServer {
         self.state.front_proxy_identity()
     }
 
+    /// A client certificate signed by the current request-header CA under another common
+    /// name (one `requestheader-allowed-names` need not list).
+    pub fn front_proxy_client_named(&self, common_name: &str) -> Result<Identity> {
+        lock(&self.state.pki)
+            .front_proxy_ca
+            .client(common_name, &[])
+    }
+
     /// A new request-header CA and front-proxy client certificate (named `client_name`),
     /// published in the ConfigMap (a watch sees it MODIFIED).
     pub fn rotate_front_proxy_ca(&self, client_name: &str) -> Result<()> {

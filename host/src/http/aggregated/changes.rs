@@ -125,25 +125,13 @@ fn parse_selection(
     let mut selection = Selection::default();
     let filter = &mut selection.filter;
     filter.namespace = path_namespace.map(str::to_owned);
-    for term in params
-        .get("fieldSelector")
-        .map_or("", String::as_str)
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
-        let Some((field, value)) = term.split_once("==").or_else(|| term.split_once('=')) else {
-            return Err(KubeError::bad_request(format!(
-                "invalid field selector {term:?}: only field=value is supported"
-            )));
+    for term in selector_terms(params.get("fieldSelector").map_or("", String::as_str)) {
+        let (field, value) = match term {
+            Ok(term) => term,
+            Err(message) => return Err(KubeError::bad_request(message)),
         };
-        if field.ends_with('!') {
-            return Err(KubeError::bad_request(format!(
-                "field selector {term:?}: only = and == are supported"
-            )));
-        }
         let value = value.trim().to_owned();
-        match field.trim() {
+        match field.as_str() {
             "metadata.name" => {
                 selection.id = Some(value.parse().map_err(
                     |e: logistis_api::ParseEventIdError| {
@@ -154,11 +142,13 @@ fn parse_selection(
             "metadata.namespace" | "resource.namespace" => match &filter.namespace {
                 Some(ns) if *ns != value => {
                     return Err(KubeError::bad_request(format!(
-                        "field selector {term:?} contradicts the namespace {ns} of the path"
+                        "field selector {field}={value} contradicts the namespace {ns} of the path"
                     )));
                 }
                 _ => filter.namespace = Some(value),
             },
+            // `core` for the core group, as in the JSON API and the history paths.
+            "resource.group" if value == "core" => filter.group = Some(String::new()),
             "resource.group" => filter.group = Some(value),
             "resource.kind" => filter.kind = Some(value),
             "resource.name" => filter.name = Some(value),
@@ -190,12 +180,79 @@ fn parse_selection(
             *slot = Some(time.timestamp_micros());
         }
     }
+    // Confirmation statuses, comma-separated: a parameter beside the field selector (whose
+    // terms commas separate), as `since` and `until` are.
+    if let Some(text) = params.get("status").filter(|t| !t.is_empty()) {
+        filter.status = Some(
+            crate::http::query::parse_statuses(text)
+                .map_err(|_| {
+                    KubeError::bad_request(format!(
+                        "status={text:?}: expected pending, confirmed, phantom or observed (several separated by commas)"
+                    ))
+                })?,
+        );
+    }
     if let Some(selector) = params.get("labelSelector").filter(|s| !s.is_empty()) {
         return Err(KubeError::bad_request(format!(
             "labelSelector {selector:?}: changes carry no labels; use --field-selector"
         )));
     }
     Ok(selection)
+}
+
+/// The `field=value` (or `field==value`) terms of a field selector, split at unescaped commas
+/// and unescaped (`\\`, `\,`, `\=`) as apimachinery's `fields.ParseSelector` does; `!=`
+/// and malformed terms are refused with the reason.
+fn selector_terms(selector: &str) -> Vec<Result<(String, String), String>> {
+    let mut terms = Vec::new();
+    let mut field = String::new();
+    let mut value: Option<String> = None;
+    let mut raw = String::new();
+    let mut chars = selector.chars().peekable();
+    let mut finish = |field: &mut String, value: &mut Option<String>, raw: &mut String| {
+        let term = std::mem::take(raw);
+        let name = std::mem::take(field).trim().to_owned();
+        match value.take() {
+            None if term.trim().is_empty() => {}
+            None => terms.push(Err(format!(
+                "invalid field selector {term:?}: only field=value is supported"
+            ))),
+            Some(_) if name.ends_with('!') => terms.push(Err(format!(
+                "field selector {term:?}: only = and == are supported"
+            ))),
+            Some(value) => terms.push(Ok((name, value))),
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let escaped = chars.next().unwrap_or('\\');
+                raw.extend(['\\', escaped]);
+                match &mut value {
+                    Some(value) => value.push(escaped),
+                    None => field.push(escaped),
+                }
+            }
+            ',' => finish(&mut field, &mut value, &mut raw),
+            '=' if value.is_none() => {
+                raw.push('=');
+                if chars.peek() == Some(&'=') {
+                    chars.next();
+                    raw.push('=');
+                }
+                value = Some(String::new());
+            }
+            c => {
+                raw.push(c);
+                match &mut value {
+                    Some(value) => value.push(c),
+                    None => field.push(c),
+                }
+            }
+        }
+    }
+    finish(&mut field, &mut value, &mut raw);
+    terms
 }
 
 fn query_params(query: Option<&str>) -> Result<HashMap<String, String>, KubeError> {
@@ -519,4 +576,36 @@ pub async fn cluster_list(
     list(&context, &caller, None, &headers, query.as_deref())
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selection(query: &str) -> Result<Selection, KubeError> {
+        parse_selection(&query_params(Some(query))?, None)
+    }
+
+    #[test]
+    fn field_selectors_split_at_unescaped_commas_and_read_core_and_status() {
+        let terms = selector_terms(r"user.username=a\,b\=c,resource.kind==Pod,,");
+        let terms: Vec<_> = terms.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            terms,
+            [
+                ("user.username".to_owned(), "a,b=c".to_owned()),
+                ("resource.kind".to_owned(), "Pod".to_owned()),
+            ]
+        );
+        assert!(selector_terms("operation!=DELETE")[0].is_err());
+        assert!(selector_terms("operation")[0].is_err());
+        let chosen = selection(
+            "fieldSelector=resource.group%3Dcore%2Cmetadata.namespace%3D&status=confirmed,observed",
+        )
+        .unwrap();
+        assert_eq!(chosen.filter.group.as_deref(), Some(""));
+        assert_eq!(chosen.filter.namespace.as_deref(), Some(""));
+        assert_eq!(chosen.filter.status.as_ref().map(Vec::len), Some(2));
+        assert!(selection("status=lost").is_err());
+    }
 }

@@ -22,9 +22,12 @@ use crate::auth::verdict::is_secret;
 
 /// `{kind}.{group}:{name}` (or `{kind}:{name}` for the core group). The kind has no dots
 /// and the group no colon, so the first `:` ends the kind and group whatever the name holds.
+/// `core` names the core group as in the JSON API's paths; it is read as the empty group
+/// here, before any check, so that `Secret.core:x` is a Secret to the authorization too.
 pub fn parse_object(object: &str) -> Option<(String, String, String)> {
     let (kind_group, name) = object.split_once(':')?;
     let (kind, group) = kind_group.split_once('.').unwrap_or((kind_group, ""));
+    let group = if group == "core" { "" } else { group };
     (!kind.is_empty() && !name.is_empty())
         .then(|| (kind.to_owned(), group.to_owned(), name.to_owned()))
 }
@@ -140,6 +143,11 @@ mod tests {
                 "rbac.authorization.k8s.io",
                 "system:auth-delegator"
             )
+        );
+        assert_eq!(
+            parse_object("Secret.core:db"),
+            s("Secret", "", "db"),
+            "the core group by its JSON API name is still the core group"
         );
         assert_eq!(parse_object("web"), None);
         assert_eq!(parse_object(":web"), None);

@@ -56,7 +56,7 @@ async fn answer(
             json!({
                 "apiVersion": format!("{GROUP}/{VERSION}"), "kind": "NamespaceSummary",
                 "metadata": {"name": name},
-                "namespace": s.namespace, "changes": s.events,
+                "cluster": s.cluster, "namespace": s.namespace, "changes": s.events,
                 "latest": s.latest.as_ref().map(|e| change(e, false)),
             })
         })
