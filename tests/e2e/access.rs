@@ -323,6 +323,15 @@ async fn a_reader_of_one_namespace_sees_nothing_of_another() -> Result<()> {
         .collect();
     assert_eq!(listed, [SHOP], "{overview}");
     assert!(overview["items"][0]["latest"].is_null(), "{overview}");
+    // Nor is the Secret's change counted: as many changes as alice's list of shop shows.
+    let (_, visible) = stack
+        .get("alice-token", &format!("{BASE}/namespaces/{SHOP}/changes"))
+        .await?;
+    assert_eq!(
+        overview["items"][0]["changes"].as_u64(),
+        Some(items(&visible).len() as u64),
+        "{overview} {visible}"
+    );
     let (_, overview) = stack
         .get("ops-token", &format!("{BASE}/namespacesummaries"))
         .await?;

@@ -1,7 +1,7 @@
 //! `namespacesummaries`: the per-namespace overview (changes stored, the latest one) of the
 //! namespaces the caller may list changes in — one cluster-scope question first, then one
-//! per namespace (cached). A latest change that is a Secret's is left out where the caller
-//! may not read Secrets.
+//! per namespace (cached). Where the caller may not read Secrets, their changes are neither
+//! counted nor shown as the latest one (a namespace with only those is left out).
 
 use std::sync::Arc;
 
@@ -38,9 +38,38 @@ async fn answer(
             "",
         ));
     }
-    let items: Vec<Value> = summaries
+    let mut summaries: Vec<_> = summaries
         .into_iter()
         .filter(|s| visibility.namespace(&s.namespace))
+        .collect();
+    // Where the caller may not read Secrets, their changes are neither shown nor counted.
+    let hidden: Vec<String> = summaries
+        .iter()
+        .filter(|s| !visibility.allows(&s.namespace, true))
+        .map(|s| s.namespace.clone())
+        .collect();
+    if !hidden.is_empty() {
+        let store = context.app.store.clone();
+        let secrets = tokio::task::spawn_blocking(move || {
+            hidden
+                .into_iter()
+                .map(|namespace| {
+                    let count = secret_changes(&store, &namespace)?;
+                    Ok((namespace, count))
+                })
+                .collect::<crate::store::Result<std::collections::HashMap<_, _>>>()
+        })
+        .await
+        .map_err(KubeError::internal)??;
+        for summary in &mut summaries {
+            if let Some(count) = secrets.get(&summary.namespace) {
+                summary.events = summary.events.saturating_sub(*count);
+            }
+        }
+    }
+    let items: Vec<Value> = summaries
+        .into_iter()
+        .filter(|s| s.events > 0)
         .map(|mut s| {
             if s.latest.as_ref().is_some_and(|e| {
                 is_secret(&e.resource.group, &e.resource.kind)
@@ -118,4 +147,31 @@ pub async fn list(
     answer(context, caller.0, headers)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// How many changes of Secrets `namespace` holds (read from the kind index, page by page).
+fn secret_changes(store: &crate::store::Store, namespace: &str) -> crate::store::Result<u64> {
+    let filter = crate::store::EventFilter {
+        namespace: Some(namespace.to_owned()),
+        group: Some(String::new()),
+        kind: Some("Secret".to_owned()),
+        ..Default::default()
+    };
+    let mut count = 0;
+    let mut before = None;
+    loop {
+        let page = store.list_events(
+            &filter,
+            crate::store::Scan {
+                limit: 1_000,
+                before,
+                budget: crate::store::Scan::DEFAULT_BUDGET,
+            },
+        )?;
+        count += page.items.len() as u64;
+        match page.next {
+            Some(next) => before = Some(next),
+            None => return Ok(count),
+        }
+    }
 }
