@@ -599,8 +599,13 @@ fn while_the_database_is_away_events_wait_in_the_outbox_and_drain_in_order() {
         "answered without the database: {:?}",
         started.elapsed()
     );
+    // The relay cuts its connections within 10 ms of going down, so the first of these may
+    // still commit before the cut; every later one waits in the outbox.
     let status = store.store_status();
-    assert!(status.degraded && status.outbox_events == 20, "{status:?}");
+    assert!(
+        status.degraded && (19..=20).contains(&status.outbox_events),
+        "{status:?}"
+    );
     assert!(store.is_open(), "still ready: the webhook is still useful");
     // A restart keeps them (the outbox is on disk); they drain once the database is back.
     store.close();
