@@ -208,6 +208,10 @@ pub struct Event {
     pub object: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_object: Option<serde_json::Value>,
+    /// Present when a lock denied the request: the event records the attempt, and the
+    /// change did not happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<crate::lock::Denial>,
 }
 
 #[cfg(test)]

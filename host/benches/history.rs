@@ -75,6 +75,7 @@ fn new_event(
             options: None,
             object: Some(object),
             old_object: old,
+            denied: None,
         },
         dedupe_key: None,
     }

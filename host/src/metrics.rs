@@ -24,6 +24,8 @@ pub enum ReviewOutcome {
     StoreError,
     AnswerOnly,
     BadRequest,
+    /// A lock denied the request (`allowed: false`); the attempt is recorded.
+    DeniedByLock,
 }
 
 impl ReviewOutcome {
@@ -37,6 +39,7 @@ impl ReviewOutcome {
             ReviewOutcome::StoreError => "store_error",
             ReviewOutcome::AnswerOnly => "answer_only",
             ReviewOutcome::BadRequest => "bad_request",
+            ReviewOutcome::DeniedByLock => "denied_by_lock",
         }
     }
 }
@@ -92,7 +95,7 @@ impl Metrics {
         let reviews = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "admission_reviews",
-            "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request",
+            "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request, denied_by_lock",
             reviews.clone(),
         );
         let query_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {

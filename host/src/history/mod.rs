@@ -96,6 +96,7 @@ pub(crate) mod testing {
             options: None,
             object,
             old_object,
+            denied: None,
         }
     }
 

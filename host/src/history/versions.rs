@@ -50,7 +50,9 @@ impl Timeline {
         let mut generation = 0;
         for (position, mut event) in (1..).zip(events) {
             let number = trimmed_events + position;
+            // A dry run, or an attempt a lock denied, never changed the object.
             if event.dry_run
+                || event.denied.is_some()
                 || !matches!(
                     event.operation,
                     Operation::Create | Operation::Update | Operation::Delete

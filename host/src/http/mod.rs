@@ -7,6 +7,7 @@
 
 pub mod error;
 mod health;
+mod locks;
 mod objects;
 mod query;
 pub mod serve;
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 
 use crate::admission::{KindTable, Policy, Redactor};
+use crate::locks::Locks;
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
 use crate::store::Store;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub plugins: Arc<PluginHost>,
     pub metrics: Arc<Metrics>,
     pub admission: Arc<AdmissionContext>,
+    /// The locks the webhook enforces.
+    pub locks: Arc<Locks>,
     pub max_body_bytes: usize,
     /// Benchmark mode: answer every review without recording it.
     pub answer_only: bool,

@@ -8,12 +8,14 @@
 //!   empty values; every "newest N" is one reverse range scan.
 //! - `dedupe`: request key → id; `ns_stats`: namespace → event count;
 //!   `trimmed`: object → versions dropped by retention; `cursors`: consumer → id.
+//! - `locks`: (namespace, name) → a lock (see `locks`; the store does not read them).
 //!
 //! Only the writer thread (`writer`) mutates; reads go straight to fjall from any thread
 //! (callers on an async runtime wrap them in `spawn_blocking`). Kinds are stored lower-case
 //! in keys so that `kind` matches case-insensitively.
 
 pub mod keys;
+mod locks;
 mod query;
 mod record;
 mod retention;
@@ -117,6 +119,7 @@ pub(crate) struct Keyspaces {
     pub ns_stats: Keyspace,
     pub trimmed: Keyspace,
     pub cursors: Keyspace,
+    pub locks: Keyspace,
 }
 
 impl Keyspaces {
@@ -134,6 +137,7 @@ impl Keyspaces {
             ns_stats: open("ns_stats")?,
             trimmed: open("trimmed")?,
             cursors: open("cursors")?,
+            locks: open("locks")?,
         })
     }
 }
@@ -271,6 +275,10 @@ impl Store {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    pub(crate) fn writer_sender(&self) -> &Sender<writer::Command> {
+        &self.writer
     }
 }
 

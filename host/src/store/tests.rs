@@ -36,6 +36,7 @@ fn event(ns: &str, kind: &str, name: &str, user: &str, uid: &str) -> NewEvent {
             options: None,
             object: Some(json!({"metadata": {"name": name}, "spec": {"replicas": 1}})),
             old_object: None,
+            denied: None,
         },
         dedupe_key: Some(*digest(uid)),
     }

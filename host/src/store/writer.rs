@@ -73,6 +73,8 @@ pub(crate) enum Command {
     /// Remove these events and their index entries (from retention).
     Delete(Vec<EventId>, Sender<Result<u64>>),
     SaveCursor(String, EventId, Sender<Result<()>>),
+    /// Write (`Some`) or remove (`None`) one lock, then fsync (see `store::locks`).
+    Lock(Vec<u8>, Option<Vec<u8>>, Sender<Result<()>>),
     Shutdown,
 }
 
@@ -154,6 +156,9 @@ impl Writer {
                     }
                     Command::SaveCursor(name, id, reply) => {
                         let _ = reply.send(self.save_cursor(&name, id));
+                    }
+                    Command::Lock(key, value, reply) => {
+                        let _ = reply.send(super::locks::apply(&self.shared, key, value));
                     }
                     Command::Shutdown => {
                         shutdown = true;

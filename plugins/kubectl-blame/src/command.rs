@@ -175,7 +175,10 @@ fn question(cli: &Cli, target: &Target) -> Result<Question> {
 
 /// Built-in names first (they mean the same in every cluster and cost nothing), then API
 /// discovery, then a `Kind.group` taken as written.
-async fn resolve_kind(input: &str, connection: &Connection) -> Result<KindInfo, UnknownKind> {
+pub(crate) async fn resolve_kind(
+    input: &str,
+    connection: &Connection,
+) -> Result<KindInfo, UnknownKind> {
     let query = KindQuery::parse(input);
     if let Some(kind) = kinds::resolve(&kinds::built_in(), &query) {
         return Ok(kind.clone());

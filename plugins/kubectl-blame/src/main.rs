@@ -8,6 +8,7 @@
 //!   kind and group the server records; a built-in table, API discovery for the rest.
 //! - [`transport`]: the kube client, through the API server's service proxy with the user's
 //!   kubeconfig or directly with `--server`; [`query`]: the endpoints as typed calls.
+//! - [`lock`]: `lock`, `locks` and `unlock` — freezes through `locks.logistis.io`.
 //! - [`render`]: tables, patches, diffs and the blame view; [`time`] and [`color`]: ages like
 //!   `35m`, and colour only where it helps.
 //!
@@ -18,6 +19,7 @@ mod color;
 mod command;
 mod discovery;
 mod kinds;
+mod lock;
 mod query;
 mod render;
 mod time;
@@ -33,7 +35,15 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_FAILURE: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // `lock`, `locks` and `unlock` are commands; any other first word is a KIND.
+    let is_lock_command = std::env::args()
+        .nth(1)
+        .is_some_and(|first| lock::SUBCOMMANDS.contains(&first.as_str()));
+    let command = if is_lock_command {
+        Command::Lock(Box::new(lock::LockCli::parse()))
+    } else {
+        Command::Blame(Box::new(cli::Cli::parse()))
+    };
     // kube's TLS config asks rustls for the process default; name it so that a dependency
     // enabling a second provider cannot make that choice ambiguous.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -47,13 +57,24 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(command::run(cli)) {
+    let outcome = runtime.block_on(async {
+        match command {
+            Command::Blame(cli) => command::run(*cli).await,
+            Command::Lock(cli) => lock::run(*cli).await,
+        }
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+enum Command {
+    Blame(Box<cli::Cli>),
+    Lock(Box<lock::LockCli>),
 }
 
 /// Maps the first error in the chain that says what kind of failure this is.
@@ -66,6 +87,15 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 }
                 transport::Error::Api { status, .. } if status.is_client_error() => EXIT_USAGE,
                 _ => EXIT_FAILURE,
+            };
+        }
+        if let Some(refused) = cause.downcast_ref::<lock::Refused>() {
+            return if refused.status == http::StatusCode::NOT_FOUND {
+                EXIT_NOT_FOUND
+            } else if refused.status.is_client_error() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
             };
         }
         if cause.is::<command::NotFound>() {
