@@ -26,6 +26,8 @@ pub enum ReviewOutcome {
     OverLimits,
     AnswerOnly,
     BadRequest,
+    /// A lock denied the request (`allowed: false`); the attempt is recorded.
+    DeniedByLock,
 }
 
 impl ReviewOutcome {
@@ -52,6 +54,7 @@ impl ReviewOutcome {
             ReviewOutcome::OverLimits => "over_limits",
             ReviewOutcome::AnswerOnly => "answer_only",
             ReviewOutcome::BadRequest => "bad_request",
+            ReviewOutcome::DeniedByLock => "denied_by_lock",
         }
     }
 }
@@ -124,7 +127,7 @@ impl Metrics {
         }
         registry.register(
             "admission_reviews",
-            "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request",
+            "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request, denied_by_lock",
             reviews.clone(),
         );
         let query_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {

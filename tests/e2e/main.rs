@@ -15,6 +15,7 @@ mod dist;
 mod durability;
 mod faults;
 mod history;
+mod locks;
 mod plugins;
 mod query;
 mod readme;

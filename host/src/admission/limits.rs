@@ -145,6 +145,7 @@ mod tests {
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         }
     }
 

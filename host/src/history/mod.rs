@@ -104,6 +104,7 @@ pub(crate) mod testing {
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         }
     }
 

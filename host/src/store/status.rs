@@ -136,6 +136,7 @@ mod tests {
                 status,
                 confirmation: None,
                 observed_by: None,
+                denied: None,
             },
             dedupe_key: None,
         }

@@ -168,6 +168,15 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The client for the aggregated API's paths (`/apis/logistis.io/...`): the API server
+    /// with the kubeconfig, or the server itself with `--server`.
+    pub fn api_client(&self) -> &kube::Client {
+        // Through the proxy, the query client is the API server's client already.
+        &self.query.client
+    }
+}
+
 /// `/api/v1/namespaces/{ns}/services/https:{service}:query/proxy/api/v1`: the API server
 /// proxies to the service's `query` port over HTTPS (the query API serves TLS only).
 pub fn proxy_prefix(namespace: &str, service: &str) -> String {
