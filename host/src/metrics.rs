@@ -31,7 +31,7 @@ pub enum ReviewOutcome {
 }
 
 impl ReviewOutcome {
-    const ALL: [ReviewOutcome; 9] = [
+    const ALL: [ReviewOutcome; 10] = [
         ReviewOutcome::Recorded,
         ReviewOutcome::Deduplicated,
         ReviewOutcome::DryRun,
@@ -41,6 +41,7 @@ impl ReviewOutcome {
         ReviewOutcome::OverLimits,
         ReviewOutcome::AnswerOnly,
         ReviewOutcome::BadRequest,
+        ReviewOutcome::DeniedByLock,
     ];
 
     fn label(self) -> &'static str {

@@ -33,13 +33,14 @@ struct Cluster {
 impl Cluster {
     async fn start() -> Result<Cluster> {
         let api = ApiServer::start().await?;
-        for (name, groups) in [
-            ("carol", &[][..]),
+        let people: [(&str, &[&str]); 5] = [
+            ("carol", &[]),
             ("olga", &[]),
             ("bob", &[]),
             ("alice", &[]),
             ("sam", &["sre"]),
-        ] {
+        ];
+        for (name, groups) in people {
             api.add_user(User::new(name, &format!("{name}-token")).groups(groups));
         }
         let locker = ["get", "list", "watch", "create", "delete"];
@@ -227,7 +228,7 @@ async fn a_namespace_lock_denies_alice_records_her_attempt_and_lets_sre_through(
         .with_context(|| format!("alice's attempt is recorded: {changes}"))?;
     assert_eq!(attempt["denied"]["lock"], "shop/release");
     assert_eq!(attempt["denied"]["message"], message);
-    assert_eq!(attempt["denied"]["setBy"]["username"], "carol");
+    assert_eq!(attempt["denied"]["setBy"], "carol");
     let sams = items
         .iter()
         .find(|c| c["user"]["username"] == "sam")
@@ -299,7 +300,7 @@ async fn rbac_decides_who_may_lock_and_bad_locks_are_refused() -> Result<()> {
             .api
             .decisions()
             .iter()
-            .any(|(attributes, allowed)| { !allowed && format!("{attributes:?}").contains("bob") }),
+            .any(|(asked, allowed)| !allowed && asked.user == "bob" && asked.resource == "locks"),
         "Logistis asked the cluster about bob"
     );
     // carol may lock shop but not another namespace, nor cluster-scoped objects.
