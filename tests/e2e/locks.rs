@@ -74,7 +74,13 @@ impl Cluster {
             .start()?;
         api.set_service_endpoint("logistis", "logistis", address(&server.query_url)?);
         let ca = std::fs::read(&server.ca_path)?;
-        api.register_api_service("logistis.io", "v1alpha1", "logistis", "logistis", Some(&ca));
+        api.register_api_service(
+            "logistis.io",
+            "v1alpha1",
+            "logistis",
+            "logistis",
+            Some(ca.as_slice()),
+        );
         let cluster = Cluster { api, server };
         // Ready once the server has read the front-proxy CA from the stand-in.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -185,11 +191,12 @@ async fn a_namespace_lock_denies_alice_records_her_attempt_and_lets_sre_through(
     assert_eq!(denied["uid"], "alice-1");
     assert_eq!(denied["status"]["code"], 403);
     let message = denied["status"]["message"].as_str().unwrap_or_default();
+    let until_part = format!("until {until}");
     for part in [
         "Deployment.apps/web in namespace shop is locked by lock shop/release",
         "(release 4.2)",
         "set by carol",
-        &format!("until {until}"),
+        until_part.as_str(),
         "exempt: group sre",
         "system:nodes",
         "kubectl blame unlock release -n shop",
@@ -432,7 +439,7 @@ async fn locks_survive_a_restart_and_expired_ones_stop_applying() -> Result<()> 
     let api = answer(&server, &update_by("alice", &[], "api", "a-1")).await?;
     assert_eq!(api["allowed"], false);
 
-    server.terminate()?;
+    assert!(server.terminate()?.success(), "{}", server.log());
     let server = Server::builder().data_dir(&data).start()?;
     let web = answer(&server, &update_by("alice", &[], "web", "w-2")).await?;
     assert_eq!(
