@@ -302,6 +302,10 @@ pub struct Event {
     /// `observed` changes only: who probably made it, from `managedFields`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_by: Option<ManagerHint>,
+    /// Present when a lock denied the request: the event records the attempt, and the
+    /// change did not happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<crate::lock::Denial>,
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@
 //! - [`list`]: list answers with their `continue` tokens, and the per-namespace overview.
 //! - [`history`]: one object's versions, diffs, field history, bisect and line blame.
 //! - [`error`]: the body of every 4xx/5xx answer.
+//! - [`lock`]: locks (`locks.logistis.io`) and the denial an attempt's event carries.
 //! - [`plugins`]: the plugin set and its health (`GET /api/v1/plugins`).
 
 pub mod error;
 pub mod event;
 pub mod history;
 pub mod list;
+pub mod lock;
 pub mod plugins;
 
 pub use error::ErrorBody;

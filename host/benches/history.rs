@@ -79,6 +79,7 @@ fn new_event(
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         },
         dedupe_key: None,
     }

@@ -6,6 +6,7 @@
 //!   API, health and metrics live on the query listener.
 //! - [`admission`]: pure — review → [`logistis_api::Event`]: redact Secrets, strip noise,
 //!   RFC 6902 patch, dedupe key.
+//! - [`locks`]: freezes a person asked for — the only reason a review is ever denied.
 //! - [`plugins`]: WebAssembly capture predicates (in the admission path) and sinks (on the
 //!   durable log).
 //! - [`store`]: fjall keyspaces, group commit, retention, queries.
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod hash_key;
 pub mod history;
 pub mod http;
+pub mod locks;
 pub mod metrics;
 pub mod plugins;
 pub mod server;

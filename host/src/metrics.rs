@@ -26,10 +26,12 @@ pub enum ReviewOutcome {
     OverLimits,
     AnswerOnly,
     BadRequest,
+    /// A lock denied the request (`allowed: false`); the attempt is recorded.
+    DeniedByLock,
 }
 
 impl ReviewOutcome {
-    const ALL: [ReviewOutcome; 9] = [
+    const ALL: [ReviewOutcome; 10] = [
         ReviewOutcome::Recorded,
         ReviewOutcome::Deduplicated,
         ReviewOutcome::DryRun,
@@ -39,6 +41,7 @@ impl ReviewOutcome {
         ReviewOutcome::OverLimits,
         ReviewOutcome::AnswerOnly,
         ReviewOutcome::BadRequest,
+        ReviewOutcome::DeniedByLock,
     ];
 
     fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl ReviewOutcome {
             ReviewOutcome::OverLimits => "over_limits",
             ReviewOutcome::AnswerOnly => "answer_only",
             ReviewOutcome::BadRequest => "bad_request",
+            ReviewOutcome::DeniedByLock => "denied_by_lock",
         }
     }
 }
@@ -169,7 +173,7 @@ impl Metrics {
         }
         registry.register(
             "admission_reviews",
-            "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request",
+            "AdmissionReviews by outcome: recorded, deduplicated, dry_run, noise, skipped_by_plugin, store_error, bad_request, denied_by_lock",
             reviews.clone(),
         );
         let query_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {

@@ -1,6 +1,6 @@
 //! `run`: turn validated settings into a running server and shut it down cleanly.
 //!
-//! Order: data dir → Secret hashing key → TLS → store → plugins → bind both listeners →
+//! Order: data dir → Secret hashing key → TLS → store → locks → plugins → bind both listeners →
 //! serve until the shutdown token fires → drain in-flight requests → stop plugins → flush and
 //! close the store. Every step that can fail on bad input fails before a socket is bound.
 //!
@@ -19,6 +19,7 @@ use crate::admission::{KindTable, Redactor};
 use crate::auth::Auth;
 use crate::config::{QueryAuth, Settings, TlsSource};
 use crate::http::{self, AdmissionContext, AppState};
+use crate::locks::Locks;
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
 use crate::store::Store;
@@ -106,6 +107,16 @@ pub async fn run(
             .context("loading the plugins panicked")?
             .context("cannot start the plugin host")?
     };
+    let locks = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || Locks::load(store))
+            .await
+            .context("loading the locks panicked")?
+            .context("cannot load the locks from the store")?
+    };
+    if !locks.is_empty() {
+        tracing::info!(locks = locks.len(), "locks loaded");
+    }
     let mut metrics = Metrics::new();
     plugins.register_metrics(metrics.registry_mut());
     let connection_metrics = http::serve::ConnectionMetrics::default();
@@ -132,6 +143,7 @@ pub async fn run(
         plugins: Arc::new(plugins),
         metrics: Arc::new(metrics),
         admission,
+        locks: Arc::new(locks),
         max_body_bytes: settings.max_body_bytes,
         body_budget: Arc::new(http::webhook::BodyBudget::new(settings.inflight_body_bytes)),
         answer_only: settings.answer_only,

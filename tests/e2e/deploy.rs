@@ -7,6 +7,7 @@
 //! tools from PyPI when they are installed. The settings themselves are in `manifests`.
 
 mod cert_manager;
+mod locks;
 mod manifests;
 mod observability;
 mod packaging;

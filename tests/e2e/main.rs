@@ -16,6 +16,7 @@ mod dist;
 mod durability;
 mod faults;
 mod history;
+mod locks;
 mod plugins;
 mod postgres;
 mod query;

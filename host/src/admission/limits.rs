@@ -146,6 +146,7 @@ mod tests {
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         }
     }
 

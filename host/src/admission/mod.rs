@@ -148,9 +148,21 @@ pub fn build_event(
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         },
         dedupe_key,
     }))
+}
+
+/// The resource a request is about, as its event would record it (a subresource filed under
+/// its parent's Kind): what locks match against before any event is built.
+pub fn resource_of(request: &AdmissionRequest, kinds: &KindTable) -> ResourceRef {
+    let object = request
+        .object
+        .as_ref()
+        .filter(|v| !v.is_null())
+        .or(request.old_object.as_ref().filter(|v| !v.is_null()));
+    resource_ref(request, object, kinds)
 }
 
 /// The request's resource, filled in from the object where the request is silent.

@@ -85,7 +85,8 @@ pub struct AdmissionRequest {
     pub options: Option<Value>,
 }
 
-/// The answer: always `allowed: true` — Logistis records, it never blocks the cluster.
+/// The answer: `allowed: true` — Logistis records, it never blocks the cluster — except when
+/// a lock a person set denies the request ([`AdmissionResponseReview::deny`]).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdmissionResponseReview {
@@ -98,6 +99,18 @@ pub struct AdmissionResponseReview {
 pub struct AdmissionResponse {
     pub uid: String,
     pub allowed: bool,
+    /// Why a request is denied (a `meta/v1` Status): the API server shows `message` to the
+    /// user and answers with `code`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<ResponseStatus>,
+}
+
+/// The part of a `meta/v1` Status a webhook answers with.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseStatus {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 impl AdmissionResponseReview {
@@ -109,8 +122,21 @@ impl AdmissionResponseReview {
             response: AdmissionResponse {
                 uid: uid.to_owned(),
                 allowed: true,
+                status: None,
             },
         }
+    }
+
+    /// `allowed: false` for `uid` with `message` (403 Forbidden), for a lock.
+    pub fn deny(api_version: &str, uid: &str, message: String) -> Self {
+        let mut answer = Self::allow(api_version, uid);
+        answer.response.allowed = false;
+        answer.response.status = Some(ResponseStatus {
+            code: 403,
+            reason: "Forbidden",
+            message,
+        });
+        answer
     }
 }
 
@@ -184,5 +210,11 @@ mod tests {
         assert_eq!(json["kind"], "AdmissionReview");
         assert_eq!(json["response"]["uid"], "u-1");
         assert_eq!(json["response"]["allowed"], true);
+        assert!(json["response"].get("status").is_none());
+        let denied = AdmissionResponseReview::deny("admission.k8s.io/v1", "u-2", "locked".into());
+        let json = serde_json::to_value(denied).unwrap();
+        assert_eq!(json["response"]["allowed"], false);
+        assert_eq!(json["response"]["status"]["code"], 403);
+        assert_eq!(json["response"]["status"]["message"], "locked");
     }
 }

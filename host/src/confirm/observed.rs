@@ -115,6 +115,7 @@ pub fn event(
                 reason: Some("seen by the watch; no review explains it".to_owned()),
             }),
             observed_by: hint,
+            denied: None,
         },
         dedupe_key: None,
     }

@@ -105,6 +105,7 @@ pub(crate) mod testing {
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         }
     }
 

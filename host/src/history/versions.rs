@@ -64,8 +64,10 @@ impl Timeline {
         let mut generation = 0;
         for (position, mut event) in (1..).zip(events) {
             let number = trimmed_events + position;
+            // A dry run, or an attempt a lock denied, never changed the object.
             if (!include_phantoms && event.status == Some(logistis_api::Status::Phantom))
                 || event.dry_run
+                || event.denied.is_some()
                 || !matches!(
                     event.operation,
                     Operation::Create | Operation::Update | Operation::Delete

@@ -29,6 +29,7 @@ use axum::routing::{get, post};
 pub use error::ApiError;
 
 use crate::admission::{KindTable, Policy, Redactor};
+use crate::locks::Locks;
 use crate::metrics::Metrics;
 use crate::plugins::PluginHost;
 use crate::store::Store;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub plugins: Arc<PluginHost>,
     pub metrics: Arc<Metrics>,
     pub admission: Arc<AdmissionContext>,
+    /// The locks the webhook enforces.
+    pub locks: Arc<Locks>,
     pub max_body_bytes: usize,
     /// Review bodies held at once by the webhook.
     pub body_budget: Arc<webhook::BodyBudget>,

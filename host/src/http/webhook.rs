@@ -3,7 +3,8 @@
 //!
 //! Whatever happens after a review parsed — a plugin failure, a store error — the answer is
 //! still `allowed: true`: Logistis records, it never blocks the cluster. Only a body that is
-//! not a review gets a 4xx.
+//! not a review gets a 4xx, and only a lock a person set gets `allowed: false` (with the
+//! attempt recorded as a denied event).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,6 +168,15 @@ async fn handle(
         namespace = clip(request.namespace.as_deref().unwrap_or("")),
         name = clip(request.name.as_deref().unwrap_or("")),
     );
+    if let Some(denial) = state
+        .locks
+        .check_review(&request, &state.admission.kinds, Utc::now())
+    {
+        let answer =
+            AdmissionResponseReview::deny(&api_version, &request.uid, denial.message.clone());
+        record_denied(state, request, denial).instrument(span).await;
+        return Ok((answer, ReviewOutcome::DeniedByLock));
+    }
     let outcome = record(state, request, started).instrument(span).await;
     Ok((answer, outcome))
 }
@@ -178,6 +188,40 @@ fn clip(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// Record an attempt a lock denied (see [`crate::locks::attempt_event`]). A store failure
+/// is logged; the request stays denied.
+async fn record_denied(
+    state: &AppState,
+    request: review::AdmissionRequest,
+    denial: logistis_api::lock::Denial,
+) {
+    tracing::info!(lock = %denial.lock, "denied by a lock");
+    let now = Utc::now();
+    let now = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+    let context = &state.admission;
+    let Some(event) = crate::locks::attempt_event(
+        request,
+        now,
+        context.policy,
+        &context.redactor,
+        &context.kinds,
+        denial,
+    ) else {
+        return;
+    };
+    if let Err(exceeded) = admission::limits::check(&event.event) {
+        tracing::warn!(reason = %exceeded, "the denied attempt is past a limit on what is stored: not recorded");
+        return;
+    }
+    match state.store.append(event).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::error!(error = %crate::telemetry::chain(&error), "cannot record the denied attempt");
+        }
+        Err(_) => tracing::error!("the store writer stopped: denied attempt not recorded"),
+    }
 }
 
 async fn record(

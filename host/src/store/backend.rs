@@ -487,6 +487,33 @@ impl Store {
         }
     }
 
+    /// Every stored lock (see `store::locks`); none with a database, where locks are not
+    /// available: each replica would hold its own.
+    pub fn locks(&self) -> Result<Vec<Vec<u8>>> {
+        match &self.backend {
+            Backend::Fjall(fjall) => fjall.locks(),
+            Backend::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Durably store (or replace) one lock (the embedded store only).
+    pub fn put_lock(&self, namespace: &str, name: &str, value: Vec<u8>) -> Result<()> {
+        match &self.backend {
+            Backend::Fjall(fjall) => fjall.put_lock(namespace, name, value),
+            Backend::Postgres(_) => Err(super::Error::Write(
+                "locks need the embedded store (not yet kept in a database)".to_owned(),
+            )),
+        }
+    }
+
+    /// Durably remove one lock (the embedded store only).
+    pub fn delete_lock(&self, namespace: &str, name: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Fjall(fjall) => fjall.delete_lock(namespace, name),
+            Backend::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Stop the store; whether its final flush reached the disk (the database's commits
     /// did already).
     pub fn shutdown(self) -> bool {

@@ -32,6 +32,8 @@ pub(crate) struct Keyspaces {
     /// Event id → its mutable status (see `status`); `pending`: the ids still pending.
     pub status: Keyspace,
     pub pending: Keyspace,
+    /// (namespace, name) → a lock (see `locks`).
+    pub locks: Keyspace,
 }
 
 /// An open database.
@@ -109,6 +111,7 @@ impl Engine {
             cursors: db.keyspace("cursors", lz4)?,
             status: db.keyspace("status", lz4)?,
             pending: db.keyspace("pending", plain)?,
+            locks: db.keyspace("locks", lz4)?,
         };
         Ok(Engine { db, ks })
     }

@@ -82,6 +82,7 @@ fn big_event(n: u64) -> NewEvent {
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         },
         dedupe_key: None,
     }

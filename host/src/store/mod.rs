@@ -10,6 +10,7 @@
 //! - `dedupe`: request key → id; `ns_stats`: namespace → event count;
 //!   `trimmed`: object → versions dropped by retention; `cursors`: consumer → id.
 //! - `status`: id → confirmation status, `pending`: ids awaiting the watch (see `status`).
+//! - `locks`: (namespace, name) → a lock (see `locks`; the store does not read them).
 //!
 //! Only the writer thread (`writer`) mutates; reads go straight to fjall from any thread
 //! (callers on an async runtime wrap them in `spawn_blocking`). Kinds are stored lower-case
@@ -21,6 +22,7 @@ mod backend;
 pub mod backup;
 mod engine;
 pub mod keys;
+mod locks;
 mod objects;
 mod outbox;
 mod postgres;
@@ -298,6 +300,7 @@ impl Fjall {
             &ks.ns_stats,
             &ks.trimmed,
             &ks.cursors,
+            &ks.locks,
         ] {
             keyspace.rotate_memtable_and_wait()?;
         }
@@ -341,6 +344,10 @@ impl Fjall {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    pub(crate) fn writer_sender(&self) -> &Sender<writer::Command> {
+        &self.writer
     }
 }
 

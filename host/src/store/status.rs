@@ -137,6 +137,7 @@ mod tests {
                 status,
                 confirmation: None,
                 observed_by: None,
+                denied: None,
             },
             dedupe_key: None,
         }

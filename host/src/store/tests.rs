@@ -40,6 +40,7 @@ fn event(ns: &str, kind: &str, name: &str, user: &str, uid: &str) -> NewEvent {
             status: None,
             confirmation: None,
             observed_by: None,
+            denied: None,
         },
         dedupe_key: Some(*digest(uid)),
     }

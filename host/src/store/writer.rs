@@ -104,6 +104,8 @@ pub(crate) enum Command {
     SaveCursor(String, EventId, Sender<Result<()>>),
     /// Change the status of events (from the confirmer), group-committed.
     SetStatus(Vec<StatusUpdate>, oneshot::Sender<Result<()>>),
+    /// Write (`Some`) or remove (`None`) one lock, then fsync (see `store::locks`).
+    Lock(Vec<u8>, Option<Vec<u8>>, Sender<Result<()>>),
     Shutdown,
 }
 
@@ -205,6 +207,9 @@ impl Writer {
                         let _ = reply.send(self.save_cursor(&name, id));
                     }
                     Command::SetStatus(updates, reply) => statuses.push((updates, reply)),
+                    Command::Lock(key, value, reply) => {
+                        let _ = reply.send(self.apply_lock(key, value));
+                    }
                     Command::Shutdown => {
                         shutdown = true;
                         break;
@@ -715,6 +720,25 @@ impl Writer {
             name.as_bytes().to_vec(),
             id.to_be_bytes().to_vec(),
         );
+        let result = batch
+            .commit()
+            .and_then(|()| engine.db.persist(PersistMode::SyncAll))
+            .map_err(Error::from);
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        result
+    }
+
+    /// One lock written (`Some`) or removed, then fsync whatever the durability mode (see
+    /// `store::locks`).
+    fn apply_lock(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
+        let engine = self.writable_engine()?;
+        let mut batch = engine.db.batch();
+        match value {
+            Some(value) => batch.insert(&engine.ks.locks, key, value),
+            None => batch.remove(&engine.ks.locks, key),
+        }
         let result = batch
             .commit()
             .and_then(|()| engine.db.persist(PersistMode::SyncAll))

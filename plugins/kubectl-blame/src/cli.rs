@@ -33,7 +33,11 @@ pub const DEFAULT_REQUEST_TIMEOUT: &str = "30s";
     kubectl blame deploy web --versions    # its versions\n  \
     kubectl blame deploy web --diff 2..4   # diff between versions 2 and 4\n  \
     kubectl blame deploy web --path spec.replicas         # history of one field\n  \
-    kubectl blame deploy web --bisect spec.replicas=0     # who first set it to 0")]
+    kubectl blame deploy web --bisect spec.replicas=0     # who first set it to 0\n\n\
+    Locks (see `kubectl blame lock --help`):\n  \
+    kubectl blame lock shop --except-groups sre --for 2h --reason 'release 4.2'\n  \
+    kubectl blame locks -A\n  \
+    kubectl blame unlock NAME -n shop")]
 pub struct Cli {
     /// KIND, KIND NAME or KIND/NAME.
     #[arg(value_name = "KIND[/NAME]", num_args = 0..=2)]

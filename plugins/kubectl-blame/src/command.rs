@@ -193,7 +193,7 @@ fn question(cli: &Cli, target: &Target) -> Result<Question> {
 /// discovery, then a `Kind.group` taken as written. With `--server` (`direct`) discovery is
 /// not tried: the kubeconfig's cluster need not be the one Logistis records, and asking it
 /// would wait on a cluster that may not even be reachable.
-async fn resolve_kind(
+pub(crate) async fn resolve_kind(
     input: &str,
     connection: &Connection,
     direct: bool,

@@ -8,6 +8,7 @@
 //!   kind and group the server records; a built-in table, API discovery for the rest.
 //! - [`transport`]: the kube client, through the API server (the aggregated API) with the user's
 //!   kubeconfig or directly with `--server`; [`query`]: the endpoints as typed calls.
+//! - [`lock`]: `lock`, `locks` and `unlock` — freezes through `locks.logistis.io`.
 //! - [`render`]: tables, patches, diffs and the blame view; [`time`] and [`color`]: ages like
 //!   `35m`, and colour only where it helps.
 //! - [`completion`]: shell completion, for kubectl's plugin completion
@@ -21,6 +22,7 @@ mod command;
 mod completion;
 mod discovery;
 mod kinds;
+mod lock;
 mod query;
 mod render;
 mod time;
@@ -53,7 +55,15 @@ fn main() -> ExitCode {
         Some("completion") => return completion_script(&args[2..]),
         _ => {}
     }
-    let cli = cli::Cli::parse();
+    // `lock`, `locks` and `unlock` are commands; any other first word is a KIND.
+    let is_lock_command = args
+        .get(1)
+        .is_some_and(|first| lock::SUBCOMMANDS.contains(&first.as_str()));
+    let command = if is_lock_command {
+        Command::Lock(Box::new(lock::LockCli::parse()))
+    } else {
+        Command::Blame(Box::new(cli::Cli::parse()))
+    };
     // kube's TLS config asks rustls for the process default; name it so that a dependency
     // enabling a second provider cannot make that choice ambiguous.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -67,7 +77,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(command::run(cli)) {
+    let outcome = runtime.block_on(async {
+        match command {
+            Command::Blame(cli) => command::run(*cli).await,
+            Command::Lock(cli) => lock::run(*cli).await,
+        }
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", message(&error));
@@ -145,6 +161,11 @@ fn message(error: &anyhow::Error) -> String {
     text
 }
 
+enum Command {
+    Blame(Box<cli::Cli>),
+    Lock(Box<lock::LockCli>),
+}
+
 /// Maps the first error in the chain that says what kind of failure this is.
 fn exit_code(error: &anyhow::Error) -> u8 {
     for cause in error.chain() {
@@ -155,6 +176,15 @@ fn exit_code(error: &anyhow::Error) -> u8 {
                 }
                 transport::Error::Api { status, .. } if status.is_client_error() => EXIT_USAGE,
                 _ => EXIT_FAILURE,
+            };
+        }
+        if let Some(refused) = cause.downcast_ref::<lock::Refused>() {
+            return if refused.status == http::StatusCode::NOT_FOUND {
+                EXIT_NOT_FOUND
+            } else if refused.status.is_client_error() {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILURE
             };
         }
         if cause.is::<command::NotFound>() {

@@ -224,6 +224,15 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The client for the aggregated API's paths (`/apis/logistis.io/...`): the API server
+    /// with the kubeconfig, or the server itself with `--server`.
+    pub fn api_client(&self) -> &kube::Client {
+        // Through the proxy, the query client is the API server's client already.
+        &self.query.client
+    }
+}
+
 /// The user's kubeconfig (`--kubeconfig`, else KUBECONFIG or ~/.kube/config, else the
 /// in-cluster service account), as kubectl would pick it.
 async fn load_kubeconfig(

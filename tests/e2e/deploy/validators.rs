@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{Variant, render};
 
-fn installed(command: &mut Command) -> bool {
+pub(super) fn installed(command: &mut Command) -> bool {
     command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -20,7 +20,7 @@ fn installed(command: &mut Command) -> bool {
 }
 
 /// kubernetes-validate on a file; its exit status and output.
-fn kubernetes_validate(text: &str) -> (bool, String) {
+pub(super) fn kubernetes_validate(text: &str) -> (bool, String) {
     let mut file = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
     file.write_all(text.as_bytes()).unwrap();
     let output = Command::new("python3")
@@ -88,6 +88,35 @@ for request in data["requests"]:
 json.dump(results, sys.stdout)
 "#;
 
+/// Each CEL expression on each request (with cel-python, as the API server evaluates
+/// matchConditions): one row of results per request.
+pub(super) fn evaluate<E: serde::Serialize, R: serde::Serialize>(
+    expressions: &[E],
+    requests: &[R],
+) -> Vec<Vec<bool>> {
+    let mut child = Command::new("python3")
+        .args(["-c", EVALUATE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = json!({"expressions": expressions, "requests": requests});
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "the conditions do not evaluate: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Requests for resources that are activity, not change: never sent to the webhook.
 const NOISE: [(&str, &str); 10] = [
     ("coordination.k8s.io", "leases"),
@@ -149,27 +178,7 @@ fn match_conditions_drop_the_noise_and_keep_every_change() {
     requests.push(synthetic("example.com", "events"));
     requests.push(synthetic("coordination.example.com", "leases"));
 
-    let mut child = Command::new("python3")
-        .args(["-c", EVALUATE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = json!({"expressions": expressions, "requests": requests});
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "the conditions do not evaluate: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<Vec<bool>> = serde_json::from_slice(&output.stdout).unwrap();
+    let results = evaluate(&expressions, &requests);
     for (request, row) in requests.iter().zip(&results) {
         let resource = &request["resource"];
         let key = (

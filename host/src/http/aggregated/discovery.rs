@@ -57,6 +57,15 @@ pub async fn resources() -> Json<APIResourceList> {
         });
     }
     resources.push(APIResource {
+        name: "locks".into(),
+        singular_name: "lock".into(),
+        namespaced: true,
+        kind: "Lock".into(),
+        verbs: strings(&["create", "delete", "get", "list", "watch"]),
+        categories: Some(strings(&["logistis"])),
+        ..APIResource::default()
+    });
+    resources.push(APIResource {
         name: "namespacesummaries".into(),
         singular_name: "namespacesummary".into(),
         namespaced: false,

@@ -8,6 +8,8 @@
 //! | `namespaces/{ns}/changes/{id}`, `changes/{id}` | get `changes` | one change |
 //! | `namespaces/{ns}/changes/{Kind.group:name}/{view}` | get `changes/{view}` | history ([`history`]) |
 //! | `namespacesummaries` | list `namespacesummaries` | per-namespace overview ([`overview`]) |
+//! | `namespaces/{ns}/locks[/{name}]` | create, get, list, watch, delete `locks` in ns | freezes ([`locks`]) |
+//! | `locks[/{name}]` | the same at cluster scope | cluster-scope locks; a list/watch: every lock |
 //!
 //! plus discovery ([`discovery`]). Every handler receives the [`Caller`] that
 //! [`authenticate`] put in the request and checks what it reads with it
@@ -16,6 +18,7 @@
 pub mod changes;
 pub mod discovery;
 pub mod history;
+pub mod locks;
 pub mod overview;
 pub mod status;
 pub mod table;
@@ -82,6 +85,22 @@ pub fn routes(context: Arc<Context>) -> Router {
             get(history::namespaced),
         )
         .route(&format!("{BASE}/namespacesummaries"), get(overview::list))
+        .route(
+            &format!("{BASE}/locks"),
+            get(locks::cluster_list).post(locks::cluster_create),
+        )
+        .route(
+            &format!("{BASE}/locks/{{name}}"),
+            get(locks::cluster_get).delete(locks::cluster_delete),
+        )
+        .route(
+            &format!("{BASE}/namespaces/{{namespace}}/locks"),
+            get(locks::namespaced_list).post(locks::namespaced_create),
+        )
+        .route(
+            &format!("{BASE}/namespaces/{{namespace}}/locks/{{name}}"),
+            get(locks::namespaced_get).delete(locks::namespaced_delete),
+        )
         .with_state(context)
 }
 
