@@ -34,27 +34,29 @@ const MAX_HOLD: chrono::TimeDelta = chrono::TimeDelta::seconds(300);
 
 /// What of `events` (in log order) a sink may receive now: with [`Deliver::Confirmed`],
 /// everything up to the first event still pending (younger than [`MAX_HOLD`]), phantoms
-/// left out. Returns the events to deliver and the id of the last one consumed (delivered
-/// or skipped), to move the cursor to; `None` when the first event must wait.
+/// left out. Attempts a lock denied are never delivered: the WIT `event` record cannot say
+/// that the change did not happen, so a sink would report it as made. Returns the events
+/// to deliver and the id of the last one consumed (delivered or skipped), to move the
+/// cursor to; `None` when the first event must wait.
 pub fn settled(
     events: Vec<Event>,
     deliver: Deliver,
     now: chrono::DateTime<chrono::Utc>,
 ) -> (Vec<Event>, Option<EventId>) {
-    if deliver == Deliver::Recorded {
-        let last = events.last().map(|e| e.id);
-        return (events, last);
-    }
     let mut out = Vec::with_capacity(events.len());
     let mut last = None;
     for event in events {
-        match event.status {
-            Some(Status::Pending) if now - event.time < MAX_HOLD => break,
-            Some(Status::Phantom) => last = Some(event.id),
-            _ => {
-                last = Some(event.id);
-                out.push(event);
-            }
+        let skipped = event.denied.is_some()
+            || (deliver == Deliver::Confirmed && event.status == Some(Status::Phantom));
+        if deliver == Deliver::Confirmed
+            && event.status == Some(Status::Pending)
+            && now - event.time < MAX_HOLD
+        {
+            break;
+        }
+        last = Some(event.id);
+        if !skipped {
+            out.push(event);
         }
     }
     (out, last)
@@ -379,6 +381,20 @@ mod deliver_tests {
         event.time = Utc::now() - TimeDelta::seconds(age_seconds);
         event.status = status;
         event
+    }
+
+    #[test]
+    fn attempts_a_lock_denied_are_never_delivered() {
+        let mut log: Vec<Event> = (1..=3).map(|id| event(id, None, 0)).collect();
+        log[1].denied = Some(logistis_api::lock::Denial::default());
+        for deliver in [Deliver::Recorded, Deliver::Confirmed] {
+            let (out, last) = settled(log.clone(), deliver, Utc::now());
+            assert_eq!(ids(&out), [1, 3], "{deliver:?}");
+            assert_eq!(last, Some(EventId(3)), "{deliver:?}");
+        }
+        let (out, last) = settled(log[1..2].to_vec(), Deliver::Recorded, Utc::now());
+        assert!(out.is_empty());
+        assert_eq!(last, Some(EventId(2)), "the cursor moves past it");
     }
 
     fn ids(events: &[Event]) -> Vec<u64> {
