@@ -157,11 +157,7 @@ fn du(dir: &Path) -> (u64, u64) {
             } else {
                 let bytes = metadata.blocks() * 512;
                 total += bytes;
-                if entry
-                    .path()
-                    .parent()
-                    .is_some_and(|p| p.ends_with("journals"))
-                {
+                if entry.path().extension().is_some_and(|e| e == "jnl") {
                     journals += bytes;
                 }
             }
@@ -193,21 +189,19 @@ fn main() -> Result<()> {
         uid: 0,
         pending: Vec::new(),
     };
-    let mut measured = Vec::new();
-    let mut last = du(&path).0;
+    let mut measured: Vec<Phase> = Vec::new();
+    let mut last = Snapshot::of(&replay.store, &path)?;
     let started = Instant::now();
-    let mut phase = |name: &str, count: usize, replay: &mut Replay| -> Result<()> {
+    let mut phase = |name: &'static str, count: usize, replay: &mut Replay| -> Result<()> {
         replay.wait()?;
         replay.store.flush_tables()?;
-        let (total, journals) = du(&path);
-        measured.push((
-            name.to_owned(),
-            count,
-            total.saturating_sub(last),
-            total,
-            journals,
-        ));
-        last = total;
+        let now = Snapshot::of(&replay.store, &path)?;
+        measured.push(Phase {
+            name,
+            count: count as u64,
+            before: std::mem::replace(&mut last, now.clone()),
+            after: now,
+        });
         Ok(())
     };
     for n in 0..objects {
@@ -232,21 +226,29 @@ fn main() -> Result<()> {
     replay.store.close();
     let (reopened, journals) = du(&path);
 
+    // Tables are the steady state: what each event keeps costing. The journal is fjall's
+    // write-ahead log, a bounded constant: fjall starts a new one past 64 MB and deletes a
+    // sealed one once every keyspace has flushed it, so it holds at most ~64 MB of recent
+    // writes (plus sealed journals still being flushed), however large the store.
     println!(
-        "{:<8} {:>8} {:>14} {:>12} {:>14}",
-        "phase", "events", "bytes/event", "store", "of it journals"
+        "{:<8} {:>8} {:>16} {:>16} {:>12} {:>12}",
+        "phase", "events", "tables B/event", "whole B/event", "store", "of it journal"
     );
-    for (name, count, added, total, journals) in &measured {
+    for phase in &measured {
         println!(
-            "{name:<8} {count:>8} {:>14} {:>12} {:>14}",
-            added / *count as u64,
-            total,
-            journals
+            "{:<8} {:>8} {:>16} {:>16} {:>12} {:>12}",
+            phase.name,
+            phase.count,
+            phase.after.tables().saturating_sub(phase.before.tables()) / phase.count,
+            phase.after.total.saturating_sub(phase.before.total) / phase.count,
+            phase.after.total,
+            phase.after.journals
         );
     }
     let events = (objects * (updates + 2)) as u64;
     println!(
-        "all      {events:>8} {:>14} {reopened:>12} {journals:>14}  (after closing; {:.1?} to record)",
+        "all      {events:>8} {:>16} {:>16} {reopened:>12} {journals:>12}  (after closing; {:.1?} to record)",
+        reopened.saturating_sub(journals) / events,
         reopened / events,
         elapsed
     );
@@ -255,7 +257,64 @@ fn main() -> Result<()> {
         .sum::<usize>()
         / objects.min(50);
     println!("one Deployment compressed alone (zstd 3): {alone} bytes");
+    print!("tables per keyspace, bytes per event:");
+    for phase in &measured {
+        print!(" {:>8}", phase.name);
+    }
+    println!();
+    let names: Vec<&str> = measured
+        .last()
+        .map(|p| p.after.keyspaces.iter().map(|(name, _)| *name).collect())
+        .unwrap_or_default();
+    for (index, name) in names.iter().enumerate() {
+        let row: Vec<u64> = measured
+            .iter()
+            .map(|p| {
+                p.after.keyspaces[index]
+                    .1
+                    .saturating_sub(p.before.keyspaces[index].1)
+                    / p.count
+            })
+            .collect();
+        if row.iter().any(|bytes| *bytes > 0) {
+            print!("  {name:<36}");
+            for bytes in row {
+                print!(" {bytes:>8}");
+            }
+            println!();
+        }
+    }
     Ok(())
+}
+
+/// The store's size at one moment: the whole directory, its journals, its tables.
+#[derive(Clone)]
+struct Snapshot {
+    total: u64,
+    journals: u64,
+    keyspaces: Vec<(&'static str, u64)>,
+}
+
+impl Snapshot {
+    fn of(store: &Store, path: &Path) -> Result<Snapshot> {
+        let (total, journals) = du(path);
+        Ok(Snapshot {
+            total,
+            journals,
+            keyspaces: store.keyspace_sizes()?,
+        })
+    }
+
+    fn tables(&self) -> u64 {
+        self.keyspaces.iter().map(|(_, bytes)| bytes).sum()
+    }
+}
+
+struct Phase {
+    name: &'static str,
+    count: u64,
+    before: Snapshot,
+    after: Snapshot,
 }
 
 /// What one object costs compressed on its own, for comparison with a CREATE.

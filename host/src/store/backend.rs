@@ -420,6 +420,14 @@ impl Store {
         }
     }
 
+    /// Table bytes per keyspace (the embedded store; empty for a database).
+    pub fn keyspace_sizes(&self) -> Result<Vec<(&'static str, u64)>> {
+        match &self.backend {
+            Backend::Fjall(fjall) => fjall.keyspace_sizes(),
+            Backend::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Write every memtable to a table (the embedded store; benchmarks).
     pub fn flush_tables(&self) -> Result<()> {
         match &self.backend {

@@ -15,6 +15,7 @@ use fjall::config::CompressionPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use super::StoreSettings;
+use super::dicts::Dictionaries;
 
 /// Every keyspace, opened once per database.
 pub(crate) struct Keyspaces {
@@ -34,6 +35,33 @@ pub(crate) struct Keyspaces {
     pub pending: Keyspace,
     /// (namespace, name) → a lock (see `locks`).
     pub locks: Keyspace,
+    /// Dictionary id → a kind's compression dictionary (see `dicts`).
+    pub dicts: Keyspace,
+    /// The dictionaries of `dicts`, in memory.
+    pub dictionaries: Dictionaries,
+}
+
+impl Keyspaces {
+    /// Every keyspace with its name, for flushing and for the size breakdown.
+    pub fn named(&self) -> [(&'static str, &Keyspace); 15] {
+        [
+            ("events", &self.events),
+            ("objects", &self.objects),
+            ("by_object", &self.by_object),
+            ("by_namespace", &self.by_namespace),
+            ("by_kind", &self.by_kind),
+            ("by_kind_ns", &self.by_kind_ns),
+            ("by_user", &self.by_user),
+            ("dedupe", &self.dedupe),
+            ("ns_stats", &self.ns_stats),
+            ("trimmed", &self.trimmed),
+            ("cursors", &self.cursors),
+            ("status", &self.status),
+            ("pending", &self.pending),
+            ("locks", &self.locks),
+            ("dicts", &self.dicts),
+        ]
+    }
 }
 
 /// An open database.
@@ -112,6 +140,12 @@ impl Engine {
             status: db.keyspace("status", lz4)?,
             pending: db.keyspace("pending", plain)?,
             locks: db.keyspace("locks", lz4)?,
+            dictionaries: Dictionaries::default(),
+            dicts: db.keyspace("dicts", plain)?,
+        };
+        let ks = Keyspaces {
+            dictionaries: Dictionaries::load(&ks.dicts)?,
+            ..ks
         };
         Ok(Engine { db, ks })
     }

@@ -447,3 +447,75 @@ fn a_damaged_record_is_an_error_naming_its_event_and_the_rest_still_answers() {
     assert!(error.to_string().contains(&ids[1].to_string()), "{error}");
     store.close();
 }
+
+#[test]
+fn first_versions_lean_on_their_kinds_dictionary_through_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 0);
+    let object = |n: usize| {
+        let mut object = deployment(n, &format!("uid-{n}"));
+        object["metadata"]["name"] = json!(format!("web-{n}"));
+        object
+    };
+    let create = |store: &Store, n: usize| {
+        let mut event = new_event(Operation::Create, "", Some(object(n)), None);
+        event.event.resource.name = format!("web-{n}");
+        match store.append_blocking(event).unwrap() {
+            Appended::Recorded(id) => id,
+            Appended::Duplicate(id) => panic!("duplicate {id}"),
+        }
+    };
+    let size = |store: &Store, id: EventId| {
+        let engine = store.shared().engine().unwrap();
+        engine
+            .ks
+            .objects
+            .size_of(id.to_be_bytes())
+            .unwrap()
+            .unwrap()
+    };
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(create(&store, n));
+    }
+    let alone = objects::compress(&serde_json::to_vec(&object(0)).unwrap(), None).len() as u32;
+    // The first ones fill the kind's dictionary; the later ones cost what distinguishes them.
+    assert!(size(&store, ids[0]) >= alone, "the first is stored alone");
+    for id in &ids[super::dicts::SAMPLES + 1..] {
+        let bytes = size(&store, *id);
+        assert!(
+            bytes * 2 < alone,
+            "{bytes} bytes with the dictionary, {alone} alone"
+        );
+    }
+    let check = |store: &Store, ids: &[EventId], context: &str| {
+        for (n, id) in ids.iter().enumerate() {
+            let event = store.get_event(*id).unwrap().unwrap();
+            assert_eq!(event.object, Some(object(n)), "{context}: event {n}");
+        }
+        let log = store.read_log(None, 1000).unwrap();
+        assert_eq!(log.len(), ids.len(), "{context}");
+        for (n, event) in log.iter().enumerate() {
+            assert_eq!(event.object, Some(object(n)), "{context}: log {n}");
+        }
+    };
+    check(&store, &ids, "written");
+    store.close();
+    // The dictionary is read from disk, and new first versions still use it.
+    let store = open(dir.path(), 0);
+    check(&store, &ids, "reopened");
+    ids.push(create(&store, 20));
+    assert!(size(&store, ids[20]) * 2 < alone);
+    check(&store, &ids, "after a new create");
+    // A consistent backup carries the dictionaries with the events.
+    let mut writer = backup::BackupWriter::new(Vec::new()).unwrap();
+    store.backup_into(&mut writer).unwrap();
+    let bytes = writer.finish().unwrap();
+    store.close();
+    let restored = tempfile::tempdir().unwrap();
+    let store_dir = restored.path().join("store");
+    backup::restore(bytes.as_slice(), &store_dir, restored.path()).unwrap();
+    let store = open(&store_dir, 0);
+    check(&store, &ids, "restored");
+    store.close();
+}

@@ -20,6 +20,7 @@
 
 mod backend;
 pub mod backup;
+mod dicts;
 mod engine;
 pub mod keys;
 mod locks;
@@ -234,7 +235,9 @@ impl Fjall {
     /// The event is serialised here, on the caller's thread, not on the single writer thread.
     pub fn append(&self, event: Box<NewEvent>) -> tokio::sync::oneshot::Receiver<Result<Appended>> {
         let (reply, receiver) = tokio::sync::oneshot::channel();
-        let prepared = Box::new(writer::Prepared::new(*event));
+        let engine = self.shared.engine().ok();
+        let dictionaries = engine.as_ref().map(|engine| &engine.ks.dictionaries);
+        let prepared = Box::new(writer::Prepared::new(*event, dictionaries));
         if let Err(crossbeam_channel::SendError(writer::Command::Append(_, reply))) =
             self.writer.send(writer::Command::Append(prepared, reply))
         {
@@ -284,24 +287,23 @@ impl Fjall {
         engine::volume_free_bytes(&self.shared.dir)
     }
 
+    /// Bytes of tables per keyspace (apparent sizes, journals not included): what each part
+    /// of the layout costs.
+    pub fn keyspace_sizes(&self) -> Result<Vec<(&'static str, u64)>> {
+        let engine = self.shared.engine()?;
+        Ok(engine
+            .ks
+            .named()
+            .into_iter()
+            .map(|(name, keyspace)| (name, keyspace.disk_space()))
+            .collect())
+    }
+
     /// Write every memtable to a table and wait (benchmarks: the steady state on disk).
     pub fn flush_tables(&self) -> Result<()> {
         let engine = self.shared.engine()?;
         let ks = &engine.ks;
-        for keyspace in [
-            &ks.events,
-            &ks.objects,
-            &ks.by_object,
-            &ks.by_namespace,
-            &ks.by_kind,
-            &ks.by_kind_ns,
-            &ks.by_user,
-            &ks.dedupe,
-            &ks.ns_stats,
-            &ks.trimmed,
-            &ks.cursors,
-            &ks.locks,
-        ] {
+        for (_, keyspace) in ks.named() {
             keyspace.rotate_memtable_and_wait()?;
         }
         engine.db.persist(fjall::PersistMode::SyncAll)?;

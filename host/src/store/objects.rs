@@ -10,18 +10,23 @@
 //!   the same object, whose id the record names. An UPDATE's old object is usually that
 //!   state, resourceVersion and status aside: it costs a few bytes, or one byte when equal.
 //!
+//! - `Dict`: a kind's dictionary (see `dicts`): the first version of an object, which has
+//!   no earlier version, compressed against the first objects of its kind.
+//!
 //! A record that names no base is self-contained. The writer makes one every
 //! [`MAX_DEPTH`] versions of an object (and whenever the deltas since the last one outweigh
 //! a third of the object), so rebuilding any version reads at most that many records, and
 //! retention, before it removes a base, rewrites the first survivor as self-contained.
 //!
 //! Value: `[2][flags: bit 0 = base id follows][base id: u64 BE][object part][old part]`,
-//! part = `[tag]` (absent, same as base) or `[tag][len: u32 LE][zstd frame]`. Values that
+//! part = `[tag]` (absent, same as base), `[tag][len: u32 LE][zstd frame]`, or for `Dict`
+//! `[tag][dictionary id: u32 LE][len: u32 LE][zstd frame]`. Values that
 //! start with `{` are the first format: the JSON `{"object":…,"oldObject":…}`.
 
 use logistis_api::EventId;
 
 use super::Error;
+use super::dicts::{Dict, Dictionaries};
 use super::record;
 
 /// The format byte of this layout (the first one is JSON and starts with `{`).
@@ -44,6 +49,8 @@ enum Tag {
     Base = 3,
     /// Equal to the base event's state.
     SameAsBase = 4,
+    /// Compressed against a dictionary of its kind.
+    Dict = 5,
 }
 
 impl Tag {
@@ -54,6 +61,7 @@ impl Tag {
             2 => Tag::Own,
             3 => Tag::Base,
             4 => Tag::SameAsBase,
+            5 => Tag::Dict,
             _ => return None,
         })
     }
@@ -137,25 +145,69 @@ pub struct Base<'a> {
     pub state: &'a [u8],
 }
 
+/// One stored part: how it is compressed, the dictionary it names (`Tag::Dict`), its frame.
+#[derive(Debug, Clone)]
+struct Part {
+    tag: Tag,
+    dict: u32,
+    frame: Vec<u8>,
+}
+
+impl Part {
+    fn new(tag: Tag, frame: Vec<u8>) -> Part {
+        Part {
+            tag,
+            dict: 0,
+            frame,
+        }
+    }
+
+    /// `text` alone, or against the kind's dictionary when there is one.
+    fn whole(text: &[u8], dict: Option<&Dict>) -> Part {
+        match dict {
+            Some(dict) => Part {
+                tag: Tag::Dict,
+                dict: dict.id,
+                frame: compress(text, Some(&dict.content)),
+            },
+            None => Part::new(Tag::Full, compress(text, None)),
+        }
+    }
+
+    fn uses_base(part: &Option<Part>) -> bool {
+        matches!(part, Some(p) if matches!(p.tag, Tag::Base | Tag::SameAsBase))
+    }
+}
+
 /// Parts compressed on the caller's thread, before the writer knows the base: the object
-/// against the old object when there is one (that never needs the base), alone otherwise.
+/// against the old object when there is one (that never needs the base), alone (or against
+/// its kind's dictionary) otherwise.
 #[derive(Debug, Clone)]
 pub struct Precompressed {
     pub texts: Texts,
-    /// `(tag, frame)` of the object.
-    object: Option<(Tag, Vec<u8>)>,
+    object: Option<Part>,
+    dict: Option<Dict>,
 }
 
 impl Precompressed {
-    pub fn new(texts: Texts) -> Precompressed {
+    pub fn new(texts: Texts, dict: Option<Dict>) -> Precompressed {
         let object = texts
             .object
             .as_deref()
             .map(|object| match texts.old_object.as_deref() {
-                Some(old) => (Tag::Own, compress(object, Some(old))),
-                None => (Tag::Full, compress(object, None)),
+                Some(old) => Part::new(Tag::Own, compress(object, Some(old))),
+                None => Part::whole(object, dict.as_ref()),
             });
-        Precompressed { texts, object }
+        Precompressed {
+            texts,
+            object,
+            dict,
+        }
+    }
+
+    /// Whether whole parts are compressed against a dictionary of their kind.
+    pub fn has_dict(&self) -> bool {
+        self.dict.is_some()
     }
 
     /// The stored value: against `base` when given (the writer decides), self-contained
@@ -164,23 +216,28 @@ impl Precompressed {
         let texts = &self.texts;
         // Without an old object the object can only be compressed alone or against the base.
         let object = match (&self.object, base) {
-            (Some((Tag::Full, _)), Some(base)) => texts
+            (
+                Some(Part {
+                    tag: Tag::Full | Tag::Dict,
+                    ..
+                }),
+                Some(base),
+            ) => texts
                 .object
                 .as_deref()
-                .map(|object| (Tag::Base, compress(object, Some(base.state)))),
+                .map(|object| Part::new(Tag::Base, compress(object, Some(base.state)))),
             (object, _) => object.clone(),
         };
         let old = texts.old_object.as_deref().map(|old| match base {
-            Some(base) if base.state == old => (Tag::SameAsBase, Vec::new()),
-            Some(base) => (Tag::Base, compress(old, Some(base.state))),
+            Some(base) if base.state == old => Part::new(Tag::SameAsBase, Vec::new()),
+            Some(base) => Part::new(Tag::Base, compress(old, Some(base.state))),
             // Self-contained: the old object alone, the object (already) against it.
-            None => (Tag::Full, compress(old, None)),
+            None => Part::whole(old, self.dict.as_ref()),
         });
-        let uses_base =
-            |part: &Option<(Tag, Vec<u8>)>| matches!(part, Some((Tag::Base | Tag::SameAsBase, _)));
-        let base = base.filter(|_| uses_base(&object) || uses_base(&old));
+        let base = base.filter(|_| Part::uses_base(&object) || Part::uses_base(&old));
         let mut value = Vec::with_capacity(
-            18 + object.as_ref().map_or(0, |p| p.1.len()) + old.as_ref().map_or(0, |p| p.1.len()),
+            26 + object.as_ref().map_or(0, |p| p.frame.len())
+                + old.as_ref().map_or(0, |p| p.frame.len()),
         );
         value.push(FORMAT);
         value.push(if base.is_some() { HAS_BASE } else { 0 });
@@ -191,15 +248,18 @@ impl Precompressed {
         for part in [&object, &old] {
             match part {
                 None => value.push(Tag::Absent as u8),
-                Some((tag, frame)) => {
-                    value.push(*tag as u8);
-                    if *tag != Tag::SameAsBase {
-                        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
-                        value.extend_from_slice(&len.to_le_bytes());
-                        value.extend_from_slice(frame);
+                Some(part) => {
+                    value.push(part.tag as u8);
+                    if part.tag == Tag::Dict {
+                        value.extend_from_slice(&part.dict.to_le_bytes());
                     }
-                    if matches!(tag, Tag::Base | Tag::SameAsBase) {
-                        dependent += frame.len() + 1;
+                    if part.tag != Tag::SameAsBase {
+                        let len = u32::try_from(part.frame.len()).unwrap_or(u32::MAX);
+                        value.extend_from_slice(&len.to_le_bytes());
+                        value.extend_from_slice(&part.frame);
+                    }
+                    if matches!(part.tag, Tag::Base | Tag::SameAsBase) {
+                        dependent += part.frame.len() + 1;
                     }
                 }
             }
@@ -233,8 +293,14 @@ pub fn base_of(id: EventId, value: &[u8]) -> Result<Option<EventId>, Error> {
     }
 }
 
-/// Decode a stored value; `base` is the state of the event [`base_of`] names.
-pub fn decode(id: EventId, value: &[u8], base: Option<&[u8]>) -> Result<Texts, Error> {
+/// Decode a stored value; `base` is the state of the event [`base_of`] names, `dicts` the
+/// database's dictionaries.
+pub fn decode(
+    id: EventId,
+    value: &[u8],
+    base: Option<&[u8]>,
+    dicts: &Dictionaries,
+) -> Result<Texts, Error> {
     let corrupt = |reason| Error::Corrupt { id, reason };
     if value.first() == Some(&b'{') {
         let raw = record::decode_raw_objects(id, value)?;
@@ -251,7 +317,8 @@ pub fn decode(id: EventId, value: &[u8], base: Option<&[u8]>) -> Result<Texts, E
         _ => return Err(corrupt("unknown objects format")),
     };
     let mut parts: [(Tag, &[u8]); 2] = [(Tag::Absent, &[]), (Tag::Absent, &[])];
-    for part in &mut parts {
+    let mut dictionaries: [Option<std::sync::Arc<[u8]>>; 2] = [None, None];
+    for (part, dictionary) in parts.iter_mut().zip(&mut dictionaries) {
         let (&tag, after) = rest
             .split_first()
             .ok_or(corrupt("truncated objects record"))?;
@@ -260,6 +327,18 @@ pub fn decode(id: EventId, value: &[u8], base: Option<&[u8]>) -> Result<Texts, E
         if matches!(tag, Tag::Absent | Tag::SameAsBase) {
             *part = (tag, &[]);
             continue;
+        }
+        if tag == Tag::Dict {
+            let dict: [u8; 4] = rest
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(corrupt("truncated objects record"))?;
+            *dictionary = Some(
+                dicts
+                    .content(u32::from_le_bytes(dict))
+                    .ok_or(corrupt("its compression dictionary is missing"))?,
+            );
+            rest = &rest[4..];
         }
         let len: [u8; 4] = rest
             .get(..4)
@@ -277,12 +356,14 @@ pub fn decode(id: EventId, value: &[u8], base: Option<&[u8]>) -> Result<Texts, E
     }
     let need_base = || base.ok_or(corrupt("the base of a delta is missing"));
     let [(object_tag, object_frame), (old_tag, old_frame)] = parts;
+    let [object_dict, old_dict] = dictionaries;
     // The old object first: an object stored against it needs it.
     let old = match old_tag {
         Tag::Absent => None,
         Tag::Full => Some(decompress(id, old_frame, None)?),
         Tag::Base => Some(decompress(id, old_frame, Some(need_base()?))?),
         Tag::SameAsBase => Some(need_base()?.to_vec()),
+        Tag::Dict => Some(decompress(id, old_frame, old_dict.as_deref())?),
         Tag::Own => None, // against the object: below
     };
     let object = match object_tag {
@@ -296,6 +377,7 @@ pub fn decode(id: EventId, value: &[u8], base: Option<&[u8]>) -> Result<Texts, E
             Some(decompress(id, object_frame, Some(old))?)
         }
         Tag::SameAsBase => Some(need_base()?.to_vec()),
+        Tag::Dict => Some(decompress(id, object_frame, object_dict.as_deref())?),
     };
     let old = match old_tag {
         Tag::Own => {
@@ -318,7 +400,11 @@ pub fn decode(id: EventId, value: &[u8], base: Option<&[u8]>) -> Result<Texts, E
 /// The texts of event `id` and how many deltas rebuilding them took (0: self-contained),
 /// reading its record and those of its bases with `get`; `None` when it has no objects.
 /// A base that is missing or a chain longer than any the writer makes is corruption.
-pub fn rebuild<V, G>(id: EventId, get: G) -> Result<Option<(Texts, u32)>, Error>
+pub fn rebuild<V, G>(
+    id: EventId,
+    get: G,
+    dicts: &Dictionaries,
+) -> Result<Option<(Texts, u32)>, Error>
 where
     V: AsRef<[u8]>,
     G: Fn(EventId) -> Result<Option<V>, Error>,
@@ -352,9 +438,9 @@ where
         .expect("the chain starts with the event");
     let mut state: Option<Vec<u8>> = None;
     for (at, value) in older.iter().rev() {
-        state = decode(*at, value.as_ref(), state.as_deref())?.into_state();
+        state = decode(*at, value.as_ref(), state.as_deref(), dicts)?.into_state();
     }
-    let texts = decode(last.0, last.1.as_ref(), state.as_deref())?;
+    let texts = decode(last.0, last.1.as_ref(), state.as_deref(), dicts)?;
     Ok(Some((texts, depth)))
 }
 
@@ -391,8 +477,21 @@ mod tests {
             texts(None, Some(text(3, 12))),
             texts(None, None),
         ];
-        for case in cases {
-            let pre = Precompressed::new(case.clone());
+        let dicts = Dictionaries::default();
+        let content: std::sync::Arc<[u8]> = text(4, 3).into();
+        dicts.publish(
+            b"apps".to_vec(),
+            Dict {
+                id: 3,
+                content: content.clone(),
+            },
+        );
+        let with_dict = Some(Dict { id: 3, content });
+        for (case, dict) in cases
+            .iter()
+            .flat_map(|case| [(case.clone(), None), (case.clone(), with_dict.clone())])
+        {
+            let pre = Precompressed::new(case.clone(), dict.clone());
             for base in [None, Some(base)] {
                 let (value, _) = pre.encode(base);
                 let named = base_of(EventId(8), &value).unwrap();
@@ -400,7 +499,11 @@ mod tests {
                     assert_eq!(id, EventId(7));
                     base_state.as_slice()
                 });
-                assert_eq!(decode(EventId(8), &value, state).unwrap(), case, "{base:?}");
+                assert_eq!(
+                    decode(EventId(8), &value, state, &dicts).unwrap(),
+                    case,
+                    "{base:?} {dict:?}"
+                );
             }
         }
     }
@@ -408,7 +511,7 @@ mod tests {
     #[test]
     fn an_update_costs_what_it_changed() {
         let base_state = text(1, 10);
-        let update = Precompressed::new(texts(Some(text(2, 11)), Some(text(1, 10))));
+        let update = Precompressed::new(texts(Some(text(2, 11)), Some(text(1, 10))), None);
         let (value, _) = update.encode(Some(Base {
             id: EventId(7),
             state: &base_state,
@@ -419,37 +522,65 @@ mod tests {
     }
 
     #[test]
+    fn a_first_version_costs_what_distinguishes_it_from_its_kind() {
+        let sibling = text(3, 40)
+            .iter()
+            .map(|&b| if b == b'w' { b'x' } else { b })
+            .collect::<Vec<u8>>();
+        let dict = Dict {
+            id: 1,
+            content: std::sync::Arc::from([text(1, 10), sibling].concat()),
+        };
+        let dicts = Dictionaries::default();
+        dicts.publish(b"k".to_vec(), dict.clone());
+        let create = texts(Some(text(2, 11)), None);
+        let (with, _) = Precompressed::new(create.clone(), Some(dict)).encode(None);
+        let (alone, _) = Precompressed::new(create.clone(), None).encode(None);
+        assert!(
+            with.len() * 3 < alone.len(),
+            "{} vs {}",
+            with.len(),
+            alone.len()
+        );
+        assert_eq!(decode(EventId(2), &with, None, &dicts).unwrap(), create);
+        // Without its dictionary the record is corrupt, and says so.
+        let error = decode(EventId(2), &with, None, &Dictionaries::default()).unwrap_err();
+        assert!(error.to_string().contains("dictionary"), "{error}");
+    }
+
+    #[test]
     fn the_first_format_is_read_as_it_was() {
         let value = br#"{"object":{"a":1},"oldObject":{"a":0}}"#;
         assert_eq!(base_of(EventId(1), value).unwrap(), None);
         assert_eq!(
-            decode(EventId(1), value, None).unwrap(),
+            decode(EventId(1), value, None, &Dictionaries::default()).unwrap(),
             texts(Some(b"{\"a\":1}".to_vec()), Some(b"{\"a\":0}".to_vec()))
         );
     }
 
     #[test]
     fn damage_is_an_error_naming_the_event() {
-        let pre = Precompressed::new(texts(Some(text(2, 11)), Some(text(1, 10))));
+        let none = Dictionaries::default();
+        let pre = Precompressed::new(texts(Some(text(2, 11)), Some(text(1, 10))), None);
         let (value, _) = pre.encode(None);
         for cut in [0, 1, 3, 10, value.len() - 1] {
-            let error = decode(EventId(42), &value[..cut], None).unwrap_err();
+            let error = decode(EventId(42), &value[..cut], None, &none).unwrap_err();
             assert!(error.to_string().contains("002a"), "{error}");
         }
         let mut flipped = value.clone();
         let at = flipped.len() - 5;
         flipped[at] ^= 0xff;
         // A flipped byte either fails to decompress or changes the text: never a panic.
-        let _ = decode(EventId(42), &flipped, None);
-        assert!(decode(EventId(42), &[9, 0], None).is_err());
-        let delta = Precompressed::new(texts(None, Some(text(1, 11))))
+        let _ = decode(EventId(42), &flipped, None, &none);
+        assert!(decode(EventId(42), &[9, 0], None, &none).is_err());
+        let delta = Precompressed::new(texts(None, Some(text(1, 11))), None)
             .encode(Some(Base {
                 id: EventId(7),
                 state: &text(1, 10),
             }))
             .0;
         assert!(matches!(
-            decode(EventId(42), &delta, None),
+            decode(EventId(42), &delta, None, &none),
             Err(Error::Corrupt { .. })
         ));
     }

@@ -322,9 +322,9 @@ impl Fjall {
             let (mut event, patch, _) = record::decode_summary(id, &summary)?;
             if let Some(value) = snapshot.get(&ks.objects, id.to_be_bytes())? {
                 let texts = match objects::base_of(id, &value)? {
-                    None => objects::decode(id, &value, None)?,
+                    None => objects::decode(id, &value, None, &ks.dictionaries)?,
                     Some(base) => match states.get(&base) {
-                        Some(state) => objects::decode(id, &value, Some(state))?,
+                        Some(state) => objects::decode(id, &value, Some(state), &ks.dictionaries)?,
                         // Not a version of this object read here: rebuild it on its own.
                         None => texts(ks, &snapshot, id)?,
                     },
@@ -371,10 +371,13 @@ impl Fjall {
             let (mut event, patch, _) = record::decode_summary(id, &summary)?;
             if let Some(value) = snapshot.get(&ks.objects, id.to_be_bytes())? {
                 let texts = match objects::base_of(id, &value)? {
-                    Some(base) if states.contains_key(&base) => {
-                        objects::decode(id, &value, states.get(&base).map(Vec::as_slice))?
-                    }
-                    None => objects::decode(id, &value, None)?,
+                    Some(base) if states.contains_key(&base) => objects::decode(
+                        id,
+                        &value,
+                        states.get(&base).map(Vec::as_slice),
+                        &ks.dictionaries,
+                    )?,
+                    None => objects::decode(id, &value, None, &ks.dictionaries)?,
                     Some(_) => texts(ks, &snapshot, id)?,
                 };
                 event.object = parse(id, texts.object.as_deref())?;
@@ -451,7 +454,7 @@ fn texts(ks: &Keyspaces, snapshot: &fjall::Snapshot, id: EventId) -> Result<Text
             .get(&ks.objects, id.to_be_bytes())
             .map_err(super::Error::from)
     };
-    Ok(objects::rebuild(id, get)?
+    Ok(objects::rebuild(id, get, &ks.dictionaries)?
         .map(|(texts, _)| texts)
         .unwrap_or_default())
 }

@@ -140,7 +140,7 @@ fn load(ks: &Keyspaces, event: &Event) -> Result<Option<State>> {
             continue;
         }
         let get = |id: EventId| ks.objects.get(id.to_be_bytes()).map_err(Error::from);
-        let Some((texts, depth)) = objects::rebuild(id, get)? else {
+        let Some((texts, depth)) = objects::rebuild(id, get, &ks.dictionaries)? else {
             continue;
         };
         let Some(text) = texts.into_state() else {

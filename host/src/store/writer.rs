@@ -14,6 +14,7 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use logistis_api::{Event, EventId, Operation};
 use tokio::sync::oneshot;
 
+use super::dicts::{self, Dict, Dictionaries, Sampler};
 use super::objects::{self, Base, Precompressed, Texts};
 use super::record::{self, StoredPatch};
 use super::states::{self, State, States};
@@ -61,7 +62,9 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(new_event: NewEvent) -> Prepared {
+    /// `dictionaries`: the open database's, for an object stored whole (none while the
+    /// database is being reopened: the object is then compressed alone).
+    pub fn new(new_event: NewEvent, dictionaries: Option<&Dictionaries>) -> Prepared {
         let NewEvent {
             mut event,
             dedupe_key,
@@ -87,9 +90,10 @@ impl Prepared {
             object: text(object),
             old_object: text(old_object),
         };
+        let dict = dictionaries.and_then(|d| d.for_kind(&dicts::kind_key(&event)));
         Prepared {
             summary: record::encode_summary(&event, dedupe_key.as_ref(), patch),
-            objects: (!texts.is_empty()).then(|| Precompressed::new(texts)),
+            objects: (!texts.is_empty()).then(|| Precompressed::new(texts, dict)),
             event,
             dedupe_key,
             status,
@@ -139,6 +143,11 @@ struct Writer {
     dirty: bool,
     /// When writes last failed or were last probed (see `engine`).
     last_probe: Instant,
+    /// Samples for the dictionaries of kinds that have none yet (see `dicts`).
+    sampler: Sampler,
+    /// Dictionaries made during the group being written: stored with it, published once
+    /// it committed.
+    new_dicts: Vec<(Vec<u8>, Dict)>,
 }
 
 /// The writer's share of the memory budget.
@@ -172,6 +181,8 @@ pub(crate) fn start(
         states,
         dirty: false,
         last_probe: Instant::now(),
+        sampler: Sampler::default(),
+        new_dicts: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("logistis-store-writer".into())
@@ -343,6 +354,13 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
+        for (kind, dict) in &self.new_dicts {
+            batch.insert(
+                &ks.dicts,
+                dict.id.to_be_bytes().to_vec(),
+                dicts::encode(kind, &dict.content),
+            );
+        }
         for namespace in ns_touched {
             let count = self.ns_counts.entry(namespace.clone()).or_insert(0);
             *count += 1;
@@ -363,8 +381,12 @@ impl Writer {
             .stats
             .write_batches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let new_dicts = std::mem::take(&mut self.new_dicts);
         match result {
             Ok(()) => {
+                for (kind, dict) in new_dicts {
+                    ks.dictionaries.publish(kind, dict);
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
@@ -467,6 +489,7 @@ impl Writer {
         }
         self.shared.set_engine(Some(std::sync::Arc::new(engine)));
         self.states.clear();
+        self.sampler.clear();
         self.reload_counts();
         Ok(())
     }
@@ -549,12 +572,14 @@ impl Writer {
         lineages: &mut Vec<Vec<u8>>,
     ) -> Vec<u8> {
         let lineage = states::lineage(event);
+        // The first stored version of an object: nothing of it to compress against.
+        let mut first_version = true;
         let base = match event.operation {
             Operation::Create => None,
-            _ => self
-                .states
-                .base(ks, &lineage, event)
-                .filter(|base| !base.snapshot_due()),
+            _ => self.states.base(ks, &lineage, event).and_then(|base| {
+                first_version = false;
+                (!base.snapshot_due()).then_some(base)
+            }),
         };
         let (value, dependent, depth, dependent_before) = match base {
             Some(base) => {
@@ -574,6 +599,25 @@ impl Writer {
             Ok(Some(_)) => (depth, dependent_before + dependent),
             _ => (0, 0),
         };
+        if first_version
+            && !objects.has_dict()
+            && let Some(text) = objects.texts.state()
+        {
+            let kind = dicts::kind_key(event);
+            if let Some(content) = self.sampler.sample(&ks.dictionaries, &kind, text) {
+                let id = ks
+                    .dictionaries
+                    .next_id()
+                    .max(self.new_dicts.last().map_or(0, |(_, d)| d.id + 1));
+                self.new_dicts.push((
+                    kind,
+                    Dict {
+                        id,
+                        content: content.into(),
+                    },
+                ));
+            }
+        }
         if let Some(text) = objects.texts.state() {
             self.states.remember(
                 lineage.clone(),
@@ -785,8 +829,8 @@ fn rebase_survivors(
             continue;
         }
         let get = |id: EventId| ks.objects.get(id.to_be_bytes()).map_err(Error::from);
-        if let Some((texts, _)) = objects::rebuild(id, get)? {
-            let (value, _) = Precompressed::new(texts).encode(None);
+        if let Some((texts, _)) = objects::rebuild(id, get, &ks.dictionaries)? {
+            let (value, _) = Precompressed::new(texts, None).encode(None);
             batch.insert(&ks.objects, id.to_be_bytes().to_vec(), value);
         }
     }
