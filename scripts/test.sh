@@ -92,7 +92,7 @@ cargo test --workspace --no-fail-fast "$@" || status=$?
 # tests of those names run again too; `--test e2e` alone would rebuild with other features.)
 if [ "$#" -eq 0 ]; then
     LOGISTIS_E2E_STORE=postgres cargo test --workspace --no-fail-fast -- \
-        admission:: query:: history:: cli:: durability:: sink || status=$?
+        admission:: query:: history:: cli:: durability:: sink locks:: || status=$?
 fi
 
 echo

@@ -6,10 +6,12 @@
 //! - [`index`]: the matcher on the admission path, by namespace → kind → name.
 //! - [`message`]: what the denied user reads, and what the attempt's event records.
 //!
-//! [`Locks`] owns the live set: locks are stored in the store's `locks` keyspace (fsynced
-//! before a create or delete is answered, loaded at start), and every change builds a new
-//! immutable snapshot that is swapped in at once, so a review never waits for a writer and
-//! never sees half a change. Watchers get every change as it happens.
+//! [`Locks`] owns the live set: locks are stored in the store — the `locks` keyspace,
+//! fsynced before a create or delete is answered, or the database's `logistis_locks` table,
+//! committed first — loaded at start, and every change builds a new immutable snapshot that
+//! is swapped in at once, so a review never waits for a writer and never sees half a change.
+//! Watchers get every change as it happens. Replicas sharing a database re-read the set
+//! every [`REFRESH_INTERVAL`] ([`spawn_refresh`]), so a lock made through one applies on all.
 
 pub mod index;
 pub mod message;
@@ -118,22 +120,7 @@ pub struct Locks {
 impl Locks {
     /// Load every stored lock (blocking: call from a blocking context).
     pub fn load(store: Store) -> Result<Locks, Error> {
-        let mut locks = BTreeMap::new();
-        let mut resource_version = 0;
-        for (index, value) in store.locks().map_err(Error::Store)?.into_iter().enumerate() {
-            let lock: Lock = serde_json::from_slice(&value)
-                .map_err(|source| Error::Corrupt { index, source })?;
-            // Stored locks were valid when created; only the operations need recompiling
-            // (an expiry now in the past is fine: it no longer applies).
-            let operations = validate::check_spec(
-                &lock.metadata.namespace,
-                &lock.spec,
-                DateTime::<Utc>::MIN_UTC,
-            )?;
-            resource_version = resource_version.max(version_of(&lock));
-            let key = (lock.metadata.namespace.clone(), lock.metadata.name.clone());
-            locks.insert(key, Arc::new(Entry::new(Arc::new(lock), operations)));
-        }
+        let (locks, resource_version) = read_all(&store)?;
         let (changes, _) = broadcast::channel(WATCH_BUFFER);
         Ok(Locks {
             current: ArcSwap::from_pointee(Snapshot::new(locks, resource_version)),
@@ -141,6 +128,46 @@ impl Locks {
             write: Mutex::new(()),
             changes,
         })
+    }
+
+    /// Read the stored set again and take in what other replicas changed (a store shared
+    /// through a database): watchers are told, the matcher swaps at once. Returns how many
+    /// locks were added or removed. Blocking.
+    pub fn reload(&self, now: DateTime<Utc>) -> Result<usize, Error> {
+        let (stored, stored_version) = read_all(&self.store)?;
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load_full();
+        let same = |a: &Entry, b: &Entry| a.lock.metadata.uid == b.lock.metadata.uid;
+        let mut changes = Vec::new();
+        for (key, entry) in &current.locks {
+            if stored.get(key).is_none_or(|other| !same(entry, other)) {
+                changes.push((ChangeType::Deleted, entry.lock.clone()));
+            }
+        }
+        for (key, entry) in &stored {
+            if current
+                .locks
+                .get(key)
+                .is_none_or(|other| !same(entry, other))
+            {
+                changes.push((ChangeType::Added, entry.lock.clone()));
+            }
+        }
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        let resource_version = next_version(current.resource_version.max(stored_version), now);
+        self.current
+            .store(Arc::new(Snapshot::new(stored, resource_version)));
+        for (change, lock) in &changes {
+            tracing::info!(lock = %lock.key(), change = change.as_str(), "lock changed by another replica");
+            let _ = self.changes.send(Change {
+                change: *change,
+                lock: lock.clone(),
+                resource_version,
+            });
+        }
+        Ok(changes.len())
     }
 
     /// The number of locks (active or expired).
@@ -260,9 +287,15 @@ impl Locks {
             return Ok(with_phase(&stored, now));
         }
         let bytes = serde_json::to_vec(&stored).expect("a lock always serialises");
-        self.store
-            .put_lock(namespace, &key.1, bytes)
+        let stored_now = self
+            .store
+            .insert_lock(namespace, &key.1, bytes)
             .map_err(Error::Store)?;
+        if !stored_now {
+            return Err(Error::AlreadyExists {
+                key: logistis_api::lock::lock_key(namespace, &key.1),
+            });
+        }
 
         let lock = Arc::new(stored);
         let mut locks = current.locks.clone();
@@ -345,6 +378,42 @@ impl Locks {
     }
 }
 
+/// How often a replica re-reads the locks of a shared database: a lock created through one
+/// replica applies on the others within this.
+pub const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Re-read the stored locks every [`REFRESH_INTERVAL`] until `shutdown` (replicas sharing a
+/// database). A failed read keeps the set as it was and is logged once until one succeeds.
+pub fn spawn_refresh(
+    locks: Arc<Locks>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REFRESH_INTERVAL) => {}
+            }
+            let locks = locks.clone();
+            let outcome = tokio::task::spawn_blocking(move || locks.reload(Utc::now())).await;
+            match outcome {
+                Ok(Ok(_)) if failing => {
+                    failing = false;
+                    tracing::info!("locks are read from the database again");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %crate::telemetry::chain(&error), "cannot re-read the locks: enforcing the set last read");
+                }
+                Ok(Err(_)) => {}
+                Err(_) => tracing::error!("re-reading the locks panicked"),
+            }
+        }
+    })
+}
+
 /// The event of an attempt a lock denied, received at `now`: what was tried, by whom, and
 /// the denial. It never passes the capture predicates — who tried to change a frozen target
 /// is what the lock's owner wants to see — and keeps no objects (the state it asked for never
@@ -389,6 +458,29 @@ pub fn with_phase(lock: &Lock, now: DateTime<Utc>) -> Lock {
 
 fn version_of(lock: &Lock) -> u64 {
     lock.metadata.resource_version.parse().unwrap_or(0)
+}
+
+/// Every stored lock by (namespace, name), and the newest resourceVersion among them.
+type Stored = (BTreeMap<(String, String), Arc<Entry>>, u64);
+
+fn read_all(store: &Store) -> Result<Stored, Error> {
+    let mut locks = BTreeMap::new();
+    let mut resource_version = 0;
+    for (index, value) in store.locks().map_err(Error::Store)?.into_iter().enumerate() {
+        let lock: Lock =
+            serde_json::from_slice(&value).map_err(|source| Error::Corrupt { index, source })?;
+        // Stored locks were valid when created; only the operations need recompiling
+        // (an expiry now in the past is fine: it no longer applies).
+        let operations = validate::check_spec(
+            &lock.metadata.namespace,
+            &lock.spec,
+            DateTime::<Utc>::MIN_UTC,
+        )?;
+        resource_version = resource_version.max(version_of(&lock));
+        let key = (lock.metadata.namespace.clone(), lock.metadata.name.clone());
+        locks.insert(key, Arc::new(Entry::new(Arc::new(lock), operations)));
+    }
+    Ok((locks, resource_version))
 }
 
 /// Resource versions are microseconds since the epoch, bumped past the last one: they keep

@@ -495,31 +495,36 @@ impl Store {
         }
     }
 
-    /// Every stored lock (see `store::locks`); none with a database, where locks are not
-    /// available: each replica would hold its own.
+    /// Every stored lock of this cluster (see `store::locks`).
     pub fn locks(&self) -> Result<Vec<Vec<u8>>> {
         match &self.backend {
             Backend::Fjall(fjall) => fjall.locks(),
-            Backend::Postgres(_) => Ok(Vec::new()),
+            Backend::Postgres(pg) => pg.locks(),
         }
     }
 
-    /// Durably store (or replace) one lock (the embedded store only).
-    pub fn put_lock(&self, namespace: &str, name: &str, value: Vec<u8>) -> Result<()> {
+    /// Durably store a new lock; false when one of that name exists already (with a
+    /// database, another replica may have created it).
+    pub fn insert_lock(&self, namespace: &str, name: &str, value: Vec<u8>) -> Result<bool> {
         match &self.backend {
-            Backend::Fjall(fjall) => fjall.put_lock(namespace, name, value),
-            Backend::Postgres(_) => Err(super::Error::Write(
-                "locks need the embedded store (not yet kept in a database)".to_owned(),
-            )),
+            // One writer: the caller's set is the truth (it checked the name).
+            Backend::Fjall(fjall) => fjall.put_lock(namespace, name, value).map(|()| true),
+            Backend::Postgres(pg) => pg.insert_lock(namespace, name, value),
         }
     }
 
-    /// Durably remove one lock (the embedded store only).
+    /// Durably remove one lock.
     pub fn delete_lock(&self, namespace: &str, name: &str) -> Result<()> {
         match &self.backend {
             Backend::Fjall(fjall) => fjall.delete_lock(namespace, name),
-            Backend::Postgres(_) => Ok(()),
+            Backend::Postgres(pg) => pg.delete_lock(namespace, name),
         }
+    }
+
+    /// Whether other processes change what this one reads (replicas sharing a database):
+    /// state kept in memory, such as the set of locks, must then be re-read now and then.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Stop the store; whether its final flush reached the disk (the database's commits

@@ -50,9 +50,17 @@ mod tests {
     fn locks_are_kept_across_a_reopen_and_removed_for_good() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
-        store.put_lock("shop", "freeze", b"one".to_vec()).unwrap();
-        store.put_lock("", "nodes", b"two".to_vec()).unwrap();
-        store.put_lock("shop", "freeze", b"three".to_vec()).unwrap();
+        assert!(
+            store
+                .insert_lock("shop", "freeze", b"one".to_vec())
+                .unwrap()
+        );
+        assert!(store.insert_lock("", "nodes", b"two".to_vec()).unwrap());
+        assert!(
+            store
+                .insert_lock("shop", "freeze", b"three".to_vec())
+                .unwrap()
+        );
         store.close();
 
         let store = Store::open(dir.path(), StoreSettings::default()).unwrap();

@@ -254,6 +254,52 @@ impl Postgres {
         }
     }
 
+    /// Every lock of this cluster, in (namespace, name) order (see `store::locks`).
+    pub fn locks(&self) -> Result<Vec<Vec<u8>>> {
+        self.wait(|shared| async move {
+            let client = shared.pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT value FROM logistis_locks WHERE cluster = $1 ORDER BY namespace, name",
+                    &[&shared.cluster],
+                )
+                .await?;
+            Ok(rows.into_iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    /// Store a new lock; false when one of that name exists already (another replica may
+    /// have created it since this one last read the set). Committed before it returns.
+    pub fn insert_lock(&self, namespace: &str, name: &str, value: Vec<u8>) -> Result<bool> {
+        let (namespace, name) = (text(namespace), text(name));
+        self.wait(move |shared| async move {
+            let client = shared.pool.get().await?;
+            let inserted = client
+                .execute(
+                    "INSERT INTO logistis_locks (cluster, namespace, name, value)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (cluster, namespace, name) DO NOTHING",
+                    &[&shared.cluster, &namespace, &name, &value],
+                )
+                .await?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Remove one lock (nothing happens when there is none).
+    pub fn delete_lock(&self, namespace: &str, name: &str) -> Result<()> {
+        let (namespace, name) = (text(namespace), text(name));
+        self.wait(move |shared| async move {
+            let client = shared.pool.get().await?;
+            client
+                .execute(
+                    "DELETE FROM logistis_locks WHERE cluster = $1 AND namespace = $2 AND name = $3",
+                    &[&shared.cluster, &namespace, &name],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
     /// The installation's Secret hashing key, kept in the database: the first replica to
     /// start offers its local key (so a store moved from the embedded backend keeps its
     /// hashes comparable), every replica then uses the one the database holds.

@@ -13,6 +13,7 @@
 //!   `trimmed`: versions of an object removed by retention; `cursors`: sink positions.
 //! - version 2: `leases`: which replica delivers a sink, until when; `settings`: the
 //!   Secret hashing key of the installation.
+//! - version 3: `locks`: (cluster, namespace, name) → the lock as `crate::locks` stores it.
 //!
 //! Only portable SQL: `BIGINT`, `TEXT`, `BYTEA`, `TIMESTAMPTZ`, `ON CONFLICT`, no
 //! extensions, no partitioning.
@@ -74,6 +75,14 @@ const MIGRATIONS: &[&str] = &[
         expires_at TIMESTAMPTZ NOT NULL
     );
     CREATE TABLE logistis_settings (name TEXT PRIMARY KEY, value BYTEA NOT NULL);",
+    // 3: locks, per cluster (every replica of a cluster enforces the same set).
+    "CREATE TABLE logistis_locks (
+        cluster TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BYTEA NOT NULL,
+        PRIMARY KEY (cluster, namespace, name)
+    );",
 ];
 
 /// The schema version this build writes and reads.

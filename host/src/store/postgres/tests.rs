@@ -314,7 +314,7 @@ fn migrations_run_from_empty_from_the_previous_version_and_concurrently() {
             .await
             .unwrap();
     });
-    // Two replicas start at once: both wait for the lock, one migrates, both see version 2.
+    // Two replicas start at once: both wait for the lock, one migrates, both see the newest.
     let both = runtime.block_on(async {
         let (x, y) = tokio::join!(
             super::schema::migrate(&pool, "a", super::schema::VERSION),
@@ -630,4 +630,72 @@ fn while_the_database_is_away_events_wait_in_the_outbox_and_drain_in_order() {
         .collect();
     assert_eq!(replicas, (0..=20).collect::<Vec<_>>());
     store.close();
+}
+
+#[test]
+fn locks_are_shared_by_the_replicas_of_a_cluster_and_kept_apart_from_other_clusters() {
+    use crate::locks::{Error as LockError, Locks};
+    use logistis_api::lock::{Lock, LockUser};
+    let Some(url) = test_database("locks") else {
+        return;
+    };
+    let body = |name: &str| -> Lock {
+        let mut lock: Lock = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        lock.spec.reason = "release 4.2".into();
+        lock
+    };
+    let carol = LockUser {
+        username: "carol@example.com".into(),
+        groups: vec!["sre".into()],
+    };
+    let now = chrono::Utc::now();
+    let (dir_a, dir_b, dir_c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let (a, b) = (open(&dir_a, &url, "prod"), open(&dir_b, &url, "prod"));
+    let other = open(&dir_c, &url, "staging");
+    let (locks_a, locks_b) = (
+        Locks::load(a.clone()).unwrap(),
+        Locks::load(b.clone()).unwrap(),
+    );
+    let locks_other = Locks::load(other.clone()).unwrap();
+    let mut watch_b = locks_b.subscribe();
+
+    let made = locks_a
+        .create("shop", body("freeze"), carol.clone(), now, false)
+        .unwrap();
+    // Replica b learns of it on its next read, and tells its watchers.
+    assert_eq!(locks_b.reload(now).unwrap(), 1);
+    assert_eq!(
+        locks_b.get("shop", "freeze", now).unwrap().metadata.uid,
+        made.metadata.uid
+    );
+    let change = watch_b.try_recv().unwrap();
+    assert_eq!(change.change.as_str(), "ADDED");
+    assert_eq!(locks_b.reload(now).unwrap(), 0, "nothing new: no change");
+    // A second create of the name fails on either replica, even one that has not re-read.
+    assert!(matches!(
+        locks_a.create("shop", body("freeze"), carol.clone(), now, false),
+        Err(LockError::AlreadyExists { .. })
+    ));
+    // Another cluster in the same database has its own locks.
+    assert!(locks_other.reload(now).unwrap() == 0 && locks_other.is_empty());
+    locks_other
+        .create("shop", body("freeze"), carol.clone(), now, false)
+        .unwrap();
+
+    locks_b.delete("shop", "freeze", now).unwrap();
+    assert_eq!(locks_a.reload(now).unwrap(), 1);
+    assert!(locks_a.get("shop", "freeze", now).is_none());
+    assert_eq!(watch_b.try_recv().unwrap().change.as_str(), "DELETED");
+    // A restart reads the set from the database.
+    a.close();
+    let a = open(&dir_a, &url, "prod");
+    assert!(Locks::load(a.clone()).unwrap().is_empty());
+    assert_eq!(Locks::load(other.clone()).unwrap().len(), 1);
+    for store in [a, b, other] {
+        store.close();
+    }
 }
