@@ -527,6 +527,20 @@ fn backend_cpu(url: &str) -> std::collections::HashMap<u32, Duration> {
     .collect()
 }
 
+/// Resident memory of a process now and at its peak, in bytes (`VmRSS`, `VmHWM`).
+fn rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// User plus system CPU time of a process so far, from `/proc/PID/stat` (Linux).
 fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -599,6 +613,7 @@ async fn main() -> Result<()> {
         "bytes/event"
     );
     let mut results = Vec::new();
+    let mut cpu: Vec<(String, f64)> = Vec::new();
     for mode in &args.modes {
         let running = start(
             &binary,
@@ -611,6 +626,7 @@ async fn main() -> Result<()> {
             Some(rate) => drive_open(&running, templates.clone(), rate, args.duration).await?,
             None => drive(&running, templates.clone(), args.connections, args.duration).await?,
         };
+        let memory = rss(running.child.id());
         drop(running);
         println!(
             "{:<8} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>14} {:>12}",
@@ -628,6 +644,14 @@ async fn main() -> Result<()> {
                 .bytes_per_event
                 .map_or("-".to_owned(), |n| format!("{n:.0}"))
         );
+        if let Some((now, peak)) = memory {
+            println!(
+                "{:<8} server RSS after the run: {:.1} MB (peak {:.1} MB)",
+                "",
+                now as f64 / 1e6,
+                peak as f64 / 1e6
+            );
+        }
         if let Some(database) = figures.database_cpu_us {
             println!(
                 "{:<8} database CPU per review: {database:.1} µs (its backend processes)",
@@ -635,6 +659,15 @@ async fn main() -> Result<()> {
             );
         }
         results.push((mode.clone(), figures.reviews_per_second));
+        cpu.push((mode.clone(), figures.server_cpu_us));
+    }
+    let cpu_of = |name: &str| cpu.iter().find(|(m, _)| m == name).map(|(_, c)| *c);
+    for mode in ["discard", "async", "sync", "postgres"] {
+        if let (Some(bare), Some(other)) = (cpu_of("bare"), cpu_of(mode))
+            && bare > 0.0
+        {
+            println!("server CPU per review, {mode} / bare: {:.2}×", other / bare);
+        }
     }
     let rate = |name: &str| results.iter().find(|(m, _)| m == name).map(|(_, r)| *r);
     if let (Some(bare), Some(sync)) = (rate("bare"), rate("sync")) {

@@ -4,7 +4,8 @@
 //! JSON encoding); TLS and HTTP framing are left out. Prints median and p99 per query.
 //!
 //! `cargo bench -p logistis --bench history` — `LOGISTIS_BENCH_EVENTS` (default 1000000)
-//! and `LOGISTIS_BENCH_RUNS` (default 200) change the sizes.
+//! and `LOGISTIS_BENCH_RUNS` (default 200) change the sizes; `LOGISTIS_BENCH_DATA_DIR` keeps
+//! the filled store there as a server's data dir.
 
 use std::time::{Duration, Instant};
 
@@ -209,14 +210,21 @@ fn measure(name: &str, runs: usize, mut query: impl FnMut() -> Result<usize>) ->
 fn main() -> Result<()> {
     let total = env_or("LOGISTIS_BENCH_EVENTS", 1_000_000).max(VERSIONS);
     let runs = env_or("LOGISTIS_BENCH_RUNS", 200).max(1);
-    let dir = tempfile::tempdir()?;
+    // LOGISTIS_BENCH_DATA_DIR keeps the filled store as a server's data dir (`DIR/store`),
+    // e.g. to measure `logistis serve --data-dir DIR` on a store of that size.
+    let kept = std::env::var_os("LOGISTIS_BENCH_DATA_DIR").map(std::path::PathBuf::from);
+    let temporary = tempfile::tempdir()?;
+    let store_dir = match &kept {
+        Some(data_dir) => data_dir.join("store"),
+        None => temporary.path().to_path_buf(),
+    };
     let settings = StoreSettings {
         durability: Durability::Async,
         max_versions_per_object: 0,
         retention: None,
         ..StoreSettings::default()
     };
-    let store = Store::open(dir.path(), settings)?;
+    let store = Store::open(&store_dir, settings)?;
     eprintln!("filling {total} events ({VERSIONS} versions of shop/checkout among them)");
     fill(&store, total)?;
 

@@ -312,12 +312,17 @@ async fn direct_config(
     Ok(config)
 }
 
+/// An error and its causes in one line; a cause whose text an outer error already quotes
+/// (kube and hyper errors often do) is not repeated.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let current = cause.to_string();
+        if !text.contains(&current) {
+            text.push_str(": ");
+            text.push_str(&current);
+        }
         source = cause.source();
     }
     text
