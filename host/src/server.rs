@@ -192,9 +192,7 @@ pub async fn run(
     on_bound(bound);
 
     resolver.watch(shutdown.clone());
-    if store.is_shared() {
-        crate::locks::spawn_refresh(state.locks.clone(), shutdown.clone());
-    }
+    crate::locks::spawn_maintenance(state.locks.clone(), store.is_shared(), shutdown.clone());
     let confirm_task = confirmer.map(|confirmer| {
         tracing::info!("confirmation by watch is on");
         confirmer.spawn(

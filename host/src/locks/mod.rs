@@ -11,7 +11,8 @@
 //! committed first — loaded at start, and every change builds a new immutable snapshot that
 //! is swapped in at once, so a review never waits for a writer and never sees half a change.
 //! Watchers get every change as it happens. Replicas sharing a database re-read the set
-//! every [`REFRESH_INTERVAL`] ([`spawn_refresh`]), so a lock made through one applies on all.
+//! every [`REFRESH_INTERVAL`] ([`spawn_maintenance`]), so a lock made through one applies on
+//! all; watchers are told of an expiry as a `MODIFIED` change within a second.
 
 pub mod index;
 pub mod message;
@@ -67,6 +68,8 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeType {
     Added,
+    /// Its phase changed: it expired.
+    Modified,
     Deleted,
 }
 
@@ -75,6 +78,7 @@ impl ChangeType {
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeType::Added => "ADDED",
+            ChangeType::Modified => "MODIFIED",
             ChangeType::Deleted => "DELETED",
         }
     }
@@ -339,6 +343,43 @@ impl Locks {
         Ok(with_phase(&lock, now))
     }
 
+    /// Tell watchers of the locks that expired in `(after, now]` (their phase is now
+    /// `Expired`), as a `MODIFIED` change each, under a new resourceVersion. Returns how
+    /// many. Matching needs nothing of this: an expired lock stops applying by itself.
+    pub fn announce_expired(&self, after: DateTime<Utc>, now: DateTime<Utc>) -> usize {
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load_full();
+        let expired: Vec<Arc<Lock>> = current
+            .locks
+            .values()
+            .filter(|entry| {
+                entry
+                    .lock
+                    .spec
+                    .expires_at
+                    .is_some_and(|at| after < at && at <= now)
+            })
+            .map(|entry| entry.lock.clone())
+            .collect();
+        if expired.is_empty() {
+            return 0;
+        }
+        let resource_version = next_version(current.resource_version, now);
+        self.current.store(Arc::new(Snapshot::new(
+            current.locks.clone(),
+            resource_version,
+        )));
+        for lock in &expired {
+            tracing::info!(lock = %lock.key(), "lock expired");
+            let _ = self.changes.send(Change {
+                change: ChangeType::Modified,
+                lock: lock.clone(),
+                resource_version,
+            });
+        }
+        expired.len()
+    }
+
     /// One lock, with its phase at `now`.
     pub fn get(&self, namespace: &str, name: &str, now: DateTime<Utc>) -> Option<Lock> {
         let current = self.current.load();
@@ -381,22 +422,35 @@ impl Locks {
 /// How often a replica re-reads the locks of a shared database: a lock created through one
 /// replica applies on the others within this.
 pub const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How soon after a lock's expiry its watchers are told.
+const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Re-read the stored locks every [`REFRESH_INTERVAL`] until `shutdown` (replicas sharing a
-/// database). A failed read keeps the set as it was and is logged once until one succeeds.
-pub fn spawn_refresh(
+/// Until `shutdown`: tell watchers of expiries every [`EXPIRY_TICK`], and with a `shared`
+/// store (replicas sharing a database) re-read the stored locks every [`REFRESH_INTERVAL`].
+/// A failed read keeps the set as it was and is logged once until one succeeds.
+pub fn spawn_maintenance(
     locks: Arc<Locks>,
+    shared: bool,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failing = false;
+        let mut checked = Utc::now();
+        let mut last_read = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(REFRESH_INTERVAL) => {}
+                () = tokio::time::sleep(EXPIRY_TICK) => {}
             }
-            let locks = locks.clone();
-            let outcome = tokio::task::spawn_blocking(move || locks.reload(Utc::now())).await;
+            let now = Utc::now();
+            locks.announce_expired(checked, now);
+            checked = now;
+            if !shared || last_read.elapsed() < REFRESH_INTERVAL {
+                continue;
+            }
+            last_read = tokio::time::Instant::now();
+            let reader = locks.clone();
+            let outcome = tokio::task::spawn_blocking(move || reader.reload(Utc::now())).await;
             match outcome {
                 Ok(Ok(_)) if failing => {
                     failing = false;

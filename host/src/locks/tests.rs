@@ -215,6 +215,23 @@ fn an_expired_lock_is_listed_as_expired_and_denies_nothing() {
     assert!(locks.check_review(&update, &kinds, later).is_none());
     let listed = locks.get("shop", "short", later).unwrap();
     assert_eq!(listed.status.unwrap().phase, PHASE_EXPIRED);
+    // Watchers are told once, when the expiry passes, under a new resourceVersion.
+    let mut changes = locks.subscribe();
+    let before = locks.resource_version();
+    assert_eq!(locks.announce_expired(now, until - Duration::seconds(1)), 0);
+    assert_eq!(
+        locks.announce_expired(until - Duration::seconds(1), later),
+        1
+    );
+    assert_eq!(
+        locks.announce_expired(later, later + Duration::seconds(5)),
+        0
+    );
+    let change = changes.try_recv().unwrap();
+    assert_eq!(change.change, ChangeType::Modified);
+    assert_eq!(change.lock.metadata.name, "short");
+    assert!(change.resource_version > before);
+    assert!(changes.try_recv().is_err());
     store.close();
 }
 
