@@ -2,8 +2,9 @@
 //!
 //! Each part (the object, the old object) is kept as the exact JSON bytes the admission
 //! layer produced, compressed with zstd — either alone (a *snapshot*) or as a delta: a zstd
-//! frame compressed with another text as its prefix dictionary (`ZSTD_CCtx_refPrefix`), so
-//! only what differs from that text costs bytes. The bases a delta can name:
+//! frame compressed with another text as its raw-content dictionary, so only what differs
+//! from that text costs bytes. (The first releases compressed with `ZSTD_CCtx_refPrefix`;
+//! a prefix and a raw-content dictionary are the same history to the decoder.) The bases a delta can name:
 //! - `Own`: an UPDATE's object against its old object, the other part of the same event
 //!   (exactly the change);
 //! - `Base`: the *state* (object, or old object when there is none) of an earlier event of
@@ -67,22 +68,33 @@ impl Tag {
     }
 }
 
-/// Compress `data`, with `prefix` as a single-use dictionary when given.
+thread_local! {
+    /// One compression context per thread, reused: creating one allocates and clears
+    /// ~1 MB of tables, which cost more than compressing a few KB of JSON.
+    static CCTX: std::cell::RefCell<zstd_safe::CCtx<'static>> =
+        std::cell::RefCell::new(zstd_safe::CCtx::create());
+    static DCTX: std::cell::RefCell<zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd_safe::DCtx::create());
+}
+
+/// Compress `data`, with `prefix` as a raw-content dictionary when given (the text a
+/// reader already has: only what differs from it costs bytes).
 pub fn compress(data: &[u8], prefix: Option<&[u8]>) -> Vec<u8> {
-    let mut cctx = zstd_safe::CCtx::create();
-    // A parameter the library rejects only costs ratio, never correctness.
-    let _ = cctx.set_parameter(zstd_safe::CParameter::CompressionLevel(LEVEL));
-    if let Some(prefix) = prefix {
-        let _ = cctx.ref_prefix(prefix);
-    }
     let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
-    match cctx.compress2(&mut out, data) {
+    let result = CCTX.with(|cctx| {
+        let mut cctx = cctx.borrow_mut();
+        match prefix {
+            Some(prefix) => cctx.compress_using_dict(&mut out, data, prefix, LEVEL),
+            None => cctx.compress(&mut out, data, LEVEL),
+        }
+    });
+    match result {
         Ok(_) => out,
-        // Cannot happen with a buffer of `compress_bound` bytes; keep the data readable anyway.
+        // Cannot happen with a buffer of `compress_bound` bytes; keep the data readable
+        // anyway, compressed alone by a fresh context.
         Err(_) => {
-            let mut cctx = zstd_safe::CCtx::create();
             out.clear();
-            cctx.compress2(&mut out, data)
+            zstd_safe::compress(&mut out, data, LEVEL)
                 .map(|_| out)
                 .unwrap_or_default()
         }
@@ -102,13 +114,14 @@ fn decompress(id: EventId, frame: &[u8], prefix: Option<&[u8]>) -> Result<Vec<u8
         return Err(corrupt("compressed object claims an impossible size"));
     }
     let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let mut dctx = zstd_safe::DCtx::create();
-    if let Some(prefix) = prefix {
-        dctx.ref_prefix(prefix)
-            .map_err(|_| corrupt("cannot use the base of a delta"))?;
-    }
-    dctx.decompress(&mut out, frame)
-        .map_err(|_| corrupt("compressed object does not decompress"))?;
+    DCTX.with(|dctx| {
+        let mut dctx = dctx.borrow_mut();
+        match prefix {
+            Some(prefix) => dctx.decompress_using_dict(&mut out, frame, prefix),
+            None => dctx.decompress(&mut out, frame),
+        }
+    })
+    .map_err(|_| corrupt("compressed object does not decompress"))?;
     if out.len() as u64 != size {
         return Err(corrupt("compressed object has the wrong size"));
     }
@@ -546,6 +559,27 @@ mod tests {
         // Without its dictionary the record is corrupt, and says so.
         let error = decode(EventId(2), &with, None, &Dictionaries::default()).unwrap_err();
         assert!(error.to_string().contains("dictionary"), "{error}");
+    }
+
+    #[test]
+    fn frames_of_the_previous_release_refprefix_decode_as_they_did() {
+        // That release compressed deltas with ZSTD_CCtx_refPrefix; this one reads them with
+        // the same text as a raw-content dictionary, and its own frames likewise.
+        let (base, text) = (text(1, 10), text(2, 11));
+        let mut cctx = zstd_safe::CCtx::create();
+        cctx.set_parameter(zstd_safe::CParameter::CompressionLevel(LEVEL))
+            .unwrap();
+        cctx.ref_prefix(&base).unwrap();
+        let mut old = Vec::with_capacity(zstd_safe::compress_bound(text.len()));
+        cctx.compress2(&mut old, &text).unwrap();
+        assert_eq!(decompress(EventId(1), &old, Some(&base)).unwrap(), text);
+        let new = compress(&text, Some(&base));
+        assert_eq!(decompress(EventId(1), &new, Some(&base)).unwrap(), text);
+        let mut dctx = zstd_safe::DCtx::create();
+        dctx.ref_prefix(&base).unwrap();
+        let mut out = Vec::with_capacity(text.len());
+        dctx.decompress(&mut out, &new).unwrap();
+        assert_eq!(out, text, "and the other way round");
     }
 
     #[test]
