@@ -75,24 +75,31 @@ pub(crate) struct Engine {
 pub struct MemoryPlan {
     /// fjall's block cache.
     pub cache: u64,
-    /// All memtables together (fjall's write buffer).
+    /// All memtables together.
     pub write_buffer: u64,
-    /// One keyspace's memtable, before it is flushed to a table.
+    /// The memtable of `events` and of `objects` each, before it is flushed to a table.
     pub memtable: u64,
+    /// The memtable of every other keyspace (indexes, dedupe, statuses, counters): their
+    /// entries are small, so the skiplist's own nodes weigh several times what fjall counts.
+    pub index_memtable: u64,
     /// Object texts the writer remembers to compress the next version against.
     pub states: u64,
 }
 
 impl MemoryPlan {
     pub fn new(budget: u64) -> MemoryPlan {
-        // fjall refuses a write buffer under 1 MiB.
+        // At least 4 MiB in all: below that, tables would be flushed every few events.
         let budget = budget.max(4 << 20);
         let cache = budget * 3 / 8;
         let write_buffer = budget / 2;
         MemoryPlan {
             cache,
             write_buffer,
-            memtable: (write_buffer / 4).max(1 << 20),
+            // fjall 3.1 does not enforce a total for all memtables (its `max_write_buffer_size`
+            // is stored, never read): each keyspace flushes at its own size, so the sizes are
+            // chosen to add up to the share, 2 × 1/6 + 13 × 1/24 of it.
+            memtable: (write_buffer / 6).max(256 << 10),
+            index_memtable: (write_buffer / 24).max(64 << 10),
             states: budget - cache - write_buffer,
         }
     }
@@ -101,33 +108,29 @@ impl MemoryPlan {
 impl Engine {
     pub fn open(dir: &Path, settings: &StoreSettings) -> Result<Engine, fjall::Error> {
         let plan = MemoryPlan::new(settings.memory_budget_bytes);
-        #[expect(
-            deprecated,
-            reason = "the only way to cap all memtables together in fjall 3.1"
-        )]
         let db = Database::builder(dir)
             .cache_size(plan.cache)
-            .max_write_buffer_size(Some(plan.write_buffer))
             // The smallest fjall allows: journals are replayed into memory on opening.
             .max_journaling_size(64 << 20)
             .open()?;
-        let memtable = plan.memtable;
         // Summaries and index keys repeat themselves from one event to the next: LZ4 on
         // every level (fjall's default leaves the first two uncompressed). Objects are
         // compressed by the store itself (zstd), so their blocks are not.
-        let lz4 = move || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(memtable)
-                .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::Lz4))
+        let options = |memtable: u64, compression: fjall::CompressionType| {
+            move || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .data_block_compression_policy(CompressionPolicy::all(compression))
+            }
         };
-        let plain = move || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(memtable)
-                .data_block_compression_policy(CompressionPolicy::all(fjall::CompressionType::None))
-        };
+        let lz4 = options(plan.index_memtable, fjall::CompressionType::Lz4);
+        let plain = options(plan.index_memtable, fjall::CompressionType::None);
         let ks = Keyspaces {
-            events: db.keyspace("events", lz4)?,
-            objects: db.keyspace("objects", plain)?,
+            events: db.keyspace("events", options(plan.memtable, fjall::CompressionType::Lz4))?,
+            objects: db.keyspace(
+                "objects",
+                options(plan.memtable, fjall::CompressionType::None),
+            )?,
             by_object: db.keyspace("by_object", lz4)?,
             by_namespace: db.keyspace("by_namespace", lz4)?,
             by_kind: db.keyspace("by_kind", lz4)?,
