@@ -150,6 +150,14 @@ impl Engine {
             dictionaries: Dictionaries::load(&ks.dicts)?,
             ..ks
         };
+        // Opening replayed the journal into memtables (up to 64 MB of recent writes). Flush
+        // them now, in the background: they would otherwise stay in memory until enough new
+        // writes fill them, and an idle server would hold them for nothing.
+        for (name, keyspace) in ks.named() {
+            if let Err(error) = keyspace.rotate_memtable() {
+                tracing::debug!(keyspace = name, error = %error, "cannot flush a recovered memtable");
+            }
+        }
         Ok(Engine { db, ks })
     }
 }
