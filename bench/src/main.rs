@@ -58,6 +58,10 @@ struct Args {
     /// instead of keeping --connections busy
     #[arg(long, value_name = "N")]
     rate: Option<u32>,
+    /// Speak HTTP/2 (negotiated by ALPN), as kube-apiserver does with webhooks: requests
+    /// share connections instead of opening one per concurrent request
+    #[arg(long)]
+    http2: bool,
     /// PostgreSQL admin URL for the `postgres` mode: each run creates a fresh database there
     #[arg(long, env = "LOGISTIS_LOADGEN_POSTGRES", value_name = "URL")]
     postgres: Option<String>,
@@ -175,6 +179,7 @@ fn start(
     connections: usize,
     extra: &[String],
     postgres: Option<&str>,
+    http2: bool,
 ) -> Result<Running> {
     let dir = tempfile::tempdir()?;
     let mut database = None;
@@ -234,9 +239,8 @@ fn start(
     };
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
-        .pool_max_idle_per_host(connections)
-        .http1_only()
-        .build()?;
+        .pool_max_idle_per_host(connections);
+    let client = if http2 { client } else { client.http1_only() }.build()?;
     let database = match database {
         Some(url) => {
             let size = database_size(&url)?;
@@ -621,6 +625,7 @@ async fn main() -> Result<()> {
             args.connections,
             &args.server_args,
             args.postgres.as_deref(),
+            args.http2,
         )?;
         let figures = match args.rate {
             Some(rate) => drive_open(&running, templates.clone(), rate, args.duration).await?,
