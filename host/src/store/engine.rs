@@ -126,7 +126,10 @@ impl Engine {
         let lz4 = options(plan.index_memtable, fjall::CompressionType::Lz4);
         let plain = options(plan.index_memtable, fjall::CompressionType::None);
         let ks = Keyspaces {
-            events: db.keyspace("events", options(plan.memtable, fjall::CompressionType::Lz4))?,
+            events: db.keyspace(
+                "events",
+                options(plan.memtable, fjall::CompressionType::Lz4),
+            )?,
             objects: db.keyspace(
                 "objects",
                 options(plan.memtable, fjall::CompressionType::None),
