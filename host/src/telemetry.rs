@@ -40,13 +40,22 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
         let current = cause.to_string();
-        if !previous.contains(&current) {
+        if !previous.contains(without_os_code(&current)) {
             let _ = write!(text, ": {current}");
             previous = current;
         }
         source = cause.source();
     }
     text
+}
+
+/// An I/O error's text without its ` (os error N)` suffix: errors that quote an I/O error
+/// by its `Debug` form (fjall's) carry the message without it.
+fn without_os_code(text: &str) -> &str {
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => text,
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +69,16 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("cannot start")]
     struct Plain(#[source] std::io::Error);
+
+    #[test]
+    fn an_io_error_quoted_by_its_debug_form_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("store I/O failed: FjallError: Io({0:?})")]
+        struct DebugQuoting(#[source] std::io::Error);
+        let io = std::io::Error::from_raw_os_error(28);
+        let text = chain(&DebugQuoting(io));
+        assert_eq!(text.matches("No space left on device").count(), 1, "{text}");
+    }
 
     #[test]
     fn a_cause_already_quoted_is_not_repeated() {
