@@ -805,6 +805,19 @@ async fn kubectl_blame_goes_through_the_aggregated_api_under_rbac() -> Result<()
         "{}",
         text(&output.stderr)
     );
+    // Filters without -n ask about the whole cluster; alice may not, so she is shown her
+    // context's namespace, and told so.
+    let output = blame(&alice, &["--user", "bob@example.com", "-o", "json"], false).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let list: Value =
+        serde_json::from_slice(&output.stdout).with_context(|| text(&output.stderr))?;
+    assert_eq!(items(&list).len(), 1, "{list}");
+    assert_eq!(items(&list)[0]["resource"]["namespace"], SHOP, "{list}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("at cluster scope") && stderr.contains("showing namespace shop"),
+        "{stderr}"
+    );
     // Across namespaces needs the cluster-wide right, which alice lacks.
     let output = blame(&alice, &["-A", "--user", "bob@example.com"], false).await;
     let stderr = text(&output.stderr);

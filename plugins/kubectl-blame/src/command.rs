@@ -105,8 +105,22 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await;
             }
             // Filters without a namespace ask about the whole cluster: "what did alice do".
+            // Someone who may read changes only in some namespaces gets their context's
+            // namespace instead of a refusal, and is told so.
             events.namespace = cli.namespace.clone();
-            let list = query::events(&connection.query, &events).await?;
+            let list = match query::events(&connection.query, &events).await {
+                Err(crate::transport::Error::Forbidden { permission })
+                    if cli.namespace.is_none() && !cli.all_namespaces =>
+                {
+                    let namespace = connection.default_namespace.clone();
+                    eprintln!(
+                        "{permission}: showing namespace {namespace} (the context's) instead; -n NS for another"
+                    );
+                    events.namespace = Some(namespace);
+                    query::events(&connection.query, &events).await?
+                }
+                other => other?,
+            };
             return show_events(&connection, list, &events, cli.output, &renderer).await;
         }
         Target::Kind(kind) => (kind, None),
