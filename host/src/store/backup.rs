@@ -318,6 +318,10 @@ fn restore_into<R: Read>(
         source,
     })?;
     let mut files = Vec::new();
+    // The store's keyspaces first, with the store's options (compression, memtable sizes):
+    // fjall keeps a keyspace's options from its creation, and the entries below would
+    // otherwise create them with fjall's defaults.
+    drop(super::Engine::open(dir, &super::StoreSettings::default()).map_err(create)?);
     let db = Database::builder(dir).open().map_err(create)?;
     let mut current = None;
     let mut batch = db.batch();
