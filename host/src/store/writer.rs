@@ -764,6 +764,12 @@ impl Writer {
             name.as_bytes().to_vec(),
             id.to_be_bytes().to_vec(),
         );
+        self.commit_synced(&engine, batch)
+    }
+
+    /// Commit a small batch and fsync it whatever the durability mode (cursors, locks); a
+    /// failure marks the store as not writing.
+    fn commit_synced(&mut self, engine: &super::Engine, batch: OwnedWriteBatch) -> Result<()> {
         let result = batch
             .commit()
             .and_then(|()| engine.db.persist(PersistMode::SyncAll))
@@ -783,14 +789,7 @@ impl Writer {
             Some(value) => batch.insert(&engine.ks.locks, key, value),
             None => batch.remove(&engine.ks.locks, key),
         }
-        let result = batch
-            .commit()
-            .and_then(|()| engine.db.persist(PersistMode::SyncAll))
-            .map_err(Error::from);
-        if let Err(error) = &result {
-            self.failed(error);
-        }
-        result
+        self.commit_synced(&engine, batch)
     }
 }
 
