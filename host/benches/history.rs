@@ -3,6 +3,10 @@
 //! the real `Store` and the same calls the HTTP handlers make (range scan, rebuild, answer,
 //! JSON encoding); TLS and HTTP framing are left out. Prints median and p99 per query.
 //!
+//! The store is filled by bulk loads (`Store::append_bulk`, which writes sorted tables) so
+//! that ten million events take minutes; `LOGISTIS_BENCH_FILL=append` fills it through the
+//! append path instead, as a server would. The fill's time is printed.
+//!
 //! `cargo bench -p logistis --bench history` — `LOGISTIS_BENCH_EVENTS` (default 1000000)
 //! and `LOGISTIS_BENCH_RUNS` (default 200) change the sizes; `LOGISTIS_BENCH_DATA_DIR` keeps
 //! the filled store there as a server's data dir.
@@ -20,6 +24,8 @@ use serde_json::{Value, json};
 const VERSIONS: usize = 100;
 /// Appends in flight: enough for the writer's group commit to batch them.
 const WINDOW: usize = 4096;
+/// Events per bulk load.
+const BULK_CHUNK: usize = 200_000;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -142,34 +148,53 @@ fn filler(n: usize) -> NewEvent {
     )
 }
 
-fn fill(store: &Store, total: usize) -> Result<()> {
-    let spacing = total / VERSIONS;
+/// The `n`th of `total` events: the Deployment's next version every `total / VERSIONS`
+/// events, a filler otherwise.
+struct Events {
+    spacing: usize,
+    step: usize,
+    previous: Option<Value>,
+}
+
+impl Events {
+    fn new(total: usize) -> Events {
+        Events {
+            spacing: total / VERSIONS,
+            step: 0,
+            previous: None,
+        }
+    }
+
+    fn event(&mut self, n: usize) -> NewEvent {
+        if !n.is_multiple_of(self.spacing) || self.step >= VERSIONS {
+            return filler(n);
+        }
+        let step = self.step;
+        self.step += 1;
+        let object = deployment(step);
+        let operation = if step == 0 {
+            Operation::Create
+        } else {
+            Operation::Update
+        };
+        let users = ["alice", "bob", "carol", "system:serviceaccount:ci:deployer"];
+        new_event(
+            operation,
+            users[step % users.len()],
+            resource("Deployment", "deployments", "shop", "checkout"),
+            object.clone(),
+            self.previous.replace(object),
+        )
+    }
+}
+
+/// Through the store's append path, as a server writes: `WINDOW` appends in flight.
+fn fill_by_appends(store: &Store, total: usize) -> Result<()> {
     let mut pending = std::collections::VecDeque::with_capacity(WINDOW);
-    let mut previous: Option<Value> = None;
-    let mut step = 0;
+    let mut events = Events::new(total);
     let started = Instant::now();
     for n in 0..total {
-        let event = if n % spacing == 0 && step < VERSIONS {
-            let object = deployment(step);
-            let operation = if step == 0 {
-                Operation::Create
-            } else {
-                Operation::Update
-            };
-            let users = ["alice", "bob", "carol", "system:serviceaccount:ci:deployer"];
-            let event = new_event(
-                operation,
-                users[step % users.len()],
-                resource("Deployment", "deployments", "shop", "checkout"),
-                object.clone(),
-                previous.replace(object),
-            );
-            step += 1;
-            event
-        } else {
-            filler(n)
-        };
-        pending.push_back(store.append(Box::new(event)));
+        pending.push_back(store.append(Box::new(events.event(n))));
         if pending.len() == WINDOW
             && let Some(receiver) = pending.pop_front()
         {
@@ -182,7 +207,40 @@ fn fill(store: &Store, total: usize) -> Result<()> {
     for receiver in pending {
         receiver.blocking_recv().context("writer stopped")??;
     }
-    eprintln!("  {total} events in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Through the bulk path (`Store::append_bulk`: sorted tables, no journal), `BULK_CHUNK`
+/// events at a time; the next chunk is made while the writer stores the last.
+fn fill_in_bulk(store: &Store, total: usize) -> Result<()> {
+    let mut events = Events::new(total);
+    let started = Instant::now();
+    let mut in_flight = None;
+    let mut n = 0;
+    while n < total {
+        let end = (n + BULK_CHUNK).min(total);
+        let chunk: Vec<NewEvent> = (n..end).map(|n| events.event(n)).collect();
+        let receiver = store.append_bulk(chunk);
+        if let Some(previous) = in_flight.replace(receiver) {
+            wait_for_chunk(previous)?;
+        }
+        n = end;
+        eprintln!("  {n} events in {:.0?}", started.elapsed());
+    }
+    if let Some(last) = in_flight {
+        wait_for_chunk(last)?;
+    }
+    Ok(())
+}
+
+fn wait_for_chunk(
+    receiver: tokio::sync::oneshot::Receiver<
+        logistis::store::Result<Vec<logistis::store::Result<logistis::store::Appended>>>,
+    >,
+) -> Result<()> {
+    for outcome in receiver.blocking_recv().context("writer stopped")?? {
+        outcome?;
+    }
     Ok(())
 }
 
@@ -225,8 +283,22 @@ fn main() -> Result<()> {
         ..StoreSettings::default()
     };
     let store = Store::open(&store_dir, settings)?;
-    eprintln!("filling {total} events ({VERSIONS} versions of shop/checkout among them)");
-    fill(&store, total)?;
+    // LOGISTIS_BENCH_FILL=append fills through the append path instead, as a server writes.
+    let by_appends = std::env::var("LOGISTIS_BENCH_FILL").is_ok_and(|v| v == "append");
+    let how = if by_appends { "appends" } else { "bulk loads" };
+    eprintln!("filling {total} events ({VERSIONS} versions of shop/checkout among them) by {how}");
+    let started = Instant::now();
+    if by_appends {
+        fill_by_appends(&store, total)?;
+    } else {
+        fill_in_bulk(&store, total)?;
+    }
+    let fill = started.elapsed();
+    println!(
+        "filled {total} events by {how} in {:.1} s ({:.0} events/s)",
+        fill.as_secs_f64(),
+        total as f64 / fill.as_secs_f64()
+    );
 
     let key = ObjectKey {
         group: "apps".into(),

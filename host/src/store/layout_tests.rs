@@ -109,6 +109,8 @@ struct Life {
     step: usize,
     uid: String,
     posted: Posted,
+    /// While bulk loading: the events not yet handed over, with their objects.
+    queued: Option<Vec<(NewEvent, (Option<Value>, Option<Value>))>>,
 }
 
 impl Life {
@@ -118,6 +120,7 @@ impl Life {
             step: 0,
             uid: "uid-1".into(),
             posted: Posted::new(),
+            queued: None,
         };
         let object = life.current.clone();
         life.append(store, Operation::Create, "", Some(object), None);
@@ -133,6 +136,10 @@ impl Life {
         old: Option<Value>,
     ) -> EventId {
         let event = new_event(operation, subresource, object.clone(), old.clone());
+        if let Some(queued) = &mut self.queued {
+            queued.push((event, (object, old)));
+            return EventId(0);
+        }
         let id = match store.append_blocking(event).unwrap() {
             Appended::Recorded(id) => id,
             Appended::Duplicate(id) => panic!("duplicate {id}"),
@@ -175,6 +182,20 @@ impl Life {
         self.current = deployment(step, &self.uid);
         let object = self.current.clone();
         self.append(store, Operation::Update, "", Some(object), Some(old));
+    }
+
+    /// Hand the queued events to the store as one bulk load, and remember their ids.
+    fn load_queued(&mut self, store: &Store) {
+        let queued = self.queued.replace(Vec::new()).unwrap_or_default();
+        let (events, objects): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
+        let outcomes = store.append_bulk(events).blocking_recv().unwrap().unwrap();
+        assert_eq!(outcomes.len(), objects.len());
+        for (outcome, objects) in outcomes.into_iter().zip(objects) {
+            match outcome.unwrap() {
+                Appended::Recorded(id) => self.posted.insert(id, objects),
+                Appended::Duplicate(id) => panic!("duplicate {id}"),
+            };
+        }
     }
 
     /// Every stored event of the object reads back exactly as posted, by every read path.
@@ -290,6 +311,62 @@ fn a_long_history_trimmed_through_snapshots_rebuilds_every_version_exactly() {
 }
 
 #[test]
+fn a_bulk_load_stores_what_appends_store_and_appends_continue_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 0);
+    let mut life = Life::new(&store);
+    life.queued = Some(Vec::new());
+    // Chunks of different sizes: deltas on versions of the same chunk and of the last one.
+    for chunk in [1, 30, 120, 7] {
+        for _ in 0..chunk {
+            life.step(&store);
+        }
+        life.load_queued(&store);
+    }
+    life.queued = None;
+    assert_eq!(life.check(&store, "bulk loaded"), life.posted.len());
+    // Deltas, not whole objects: the same life costs what it costs through appends.
+    let stored: usize = store
+        .shared()
+        .engine()
+        .unwrap()
+        .ks
+        .objects
+        .iter()
+        .map(|guard| guard.into_inner().unwrap().1.len())
+        .sum();
+    let whole: usize = life
+        .posted
+        .values()
+        .map(|(object, old)| {
+            [object, old]
+                .into_iter()
+                .flatten()
+                .map(|v| serde_json::to_vec(v).unwrap().len())
+                .sum::<usize>()
+        })
+        .sum();
+    assert!(
+        stored * 10 < whole,
+        "the bulk load stored {stored} bytes of objects for {whole} bytes of JSON"
+    );
+    for _ in 0..40 {
+        life.step(&store);
+    }
+    life.check(&store, "appended after the bulk load");
+    let namespaces = store.namespaces().unwrap();
+    let shop = namespaces.iter().find(|n| n.namespace == "shop").unwrap();
+    assert_eq!(shop.events, life.posted.len() as u64);
+    store.close();
+    let store = open(dir.path(), 0);
+    life.check(&store, "after reopening");
+    for _ in 0..5 {
+        life.step(&store);
+    }
+    life.check(&store, "appended after reopening");
+}
+
+#[test]
 fn deleting_the_oldest_versions_rebases_the_survivors() {
     // As the age and size sweeps do: the oldest events go, whatever the object.
     let dir = tempfile::tempdir().unwrap();
@@ -391,6 +468,7 @@ fn a_store_of_the_first_format_answers_and_takes_new_versions() {
     let store = open(dir.path(), 12);
     let mut life = Life {
         current: posted.values().last().unwrap().0.clone().unwrap(),
+        queued: None,
         step: 9,
         uid: "uid-1".into(),
         posted,

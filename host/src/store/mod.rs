@@ -20,6 +20,7 @@
 
 mod backend;
 pub mod backup;
+mod bulk;
 mod dicts;
 mod engine;
 pub mod keys;
@@ -240,6 +241,27 @@ impl Fjall {
         let prepared = Box::new(writer::Prepared::new(*event, dictionaries));
         if let Err(crossbeam_channel::SendError(writer::Command::Append(_, reply))) =
             self.writer.send(writer::Command::Append(prepared, reply))
+        {
+            let _ = reply.send(Err(Error::Closed));
+        }
+        receiver
+    }
+
+    /// Queue a chunk of events for a bulk load (see `bulk`); the receiver resolves, with one
+    /// outcome per event, once they are all on disk.
+    pub fn append_bulk(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> tokio::sync::oneshot::Receiver<Result<Vec<Result<Appended>>>> {
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        let engine = self.shared.engine().ok();
+        let dictionaries = engine.as_ref().map(|engine| &engine.ks.dictionaries);
+        let prepared = events
+            .into_iter()
+            .map(|event| writer::Prepared::new(event, dictionaries))
+            .collect();
+        if let Err(crossbeam_channel::SendError(writer::Command::Bulk(_, reply))) =
+            self.writer.send(writer::Command::Bulk(prepared, reply))
         {
             let _ = reply.send(Err(Error::Closed));
         }

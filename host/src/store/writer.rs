@@ -14,6 +14,7 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use logistis_api::{Event, EventId, Operation};
 use tokio::sync::oneshot;
 
+use super::bulk::{Puts, Runs};
 use super::dicts::{self, Dict, Dictionaries, Sampler};
 use super::objects::{self, Base, Precompressed, Texts};
 use super::record::{self, StoredPatch};
@@ -110,6 +111,11 @@ pub(crate) enum Command {
     SetStatus(Vec<StatusUpdate>, oneshot::Sender<Result<()>>),
     /// Write (`Some`) or remove (`None`) one lock, then fsync (see `store::locks`).
     Lock(Vec<u8>, Option<Vec<u8>>, Sender<Result<()>>),
+    /// Store a chunk of events as sorted runs (see `bulk`): one outcome per event.
+    Bulk(
+        Vec<Prepared>,
+        oneshot::Sender<Result<Vec<Result<Appended>>>>,
+    ),
     Shutdown,
 }
 
@@ -220,6 +226,20 @@ impl Writer {
                     Command::SetStatus(updates, reply) => statuses.push((updates, reply)),
                     Command::Lock(key, value, reply) => {
                         let _ = reply.send(self.apply_lock(key, value));
+                    }
+                    Command::Bulk(prepared, reply) => {
+                        let outcome =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                self.append_bulk(prepared)
+                            }))
+                            .unwrap_or_else(|_| {
+                                self.states.clear();
+                                self.reload_counts();
+                                Err(Error::NotWriting(
+                                    "the store writer failed on a bulk load (see the log)".into(),
+                                ))
+                            });
+                        let _ = reply.send(outcome);
                     }
                     Command::Shutdown => {
                         shutdown = true;
@@ -354,22 +374,7 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
-        for (kind, dict) in &self.new_dicts {
-            batch.insert(
-                &ks.dicts,
-                dict.id.to_be_bytes().to_vec(),
-                dicts::encode(kind, &dict.content),
-            );
-        }
-        for namespace in ns_touched {
-            let count = self.ns_counts.entry(namespace.clone()).or_insert(0);
-            *count += 1;
-            batch.insert(
-                &ks.ns_stats,
-                ns_key(&namespace),
-                count.to_le_bytes().to_vec(),
-            );
-        }
+        self.put_dicts_and_counts(ks, &mut batch, ns_touched);
         let result = batch
             .commit()
             .and_then(|()| match self.shared.settings.durability {
@@ -409,6 +414,102 @@ impl Writer {
                 for reply in replies {
                     let _ = reply.send(Err(Error::NotWriting(reason.clone())));
                 }
+            }
+        }
+    }
+
+    /// What every group writes besides its events: the dictionaries made while encoding
+    /// them, and the event counts of the namespaces they are in.
+    fn put_dicts_and_counts(
+        &mut self,
+        ks: &super::Keyspaces,
+        batch: &mut OwnedWriteBatch,
+        ns_touched: Vec<String>,
+    ) {
+        for (kind, dict) in &self.new_dicts {
+            batch.insert(
+                &ks.dicts,
+                dict.id.to_be_bytes().to_vec(),
+                dicts::encode(kind, &dict.content),
+            );
+        }
+        for namespace in ns_touched {
+            let count = self.ns_counts.entry(namespace.clone()).or_insert(0);
+            *count += 1;
+            batch.insert(
+                &ks.ns_stats,
+                ns_key(&namespace),
+                count.to_le_bytes().to_vec(),
+            );
+        }
+    }
+
+    /// A bulk load (see `bulk`): every event encoded as an append would be, the entries
+    /// ingested as sorted runs, then the dictionaries and counters committed and everything
+    /// fsynced. One outcome per event, in order; an error means none of them is stored
+    /// (though index entries of some may have been written: reads skip them).
+    fn append_bulk(&mut self, prepared: Vec<Prepared>) -> Result<Vec<Result<Appended>>> {
+        let engine = self.writable_engine()?;
+        if self.shared.settings.durability == Durability::Discard {
+            return Ok(prepared
+                .iter()
+                .map(|_| Ok(Appended::Recorded(self.next_id())))
+                .collect());
+        }
+        let ks = &engine.ks;
+        let mut runs = Runs::default();
+        let mut in_batch: HashMap<[u8; 32], EventId> = HashMap::new();
+        let mut lineages = Vec::new();
+        let mut touched = Vec::new();
+        let mut ns_touched = Vec::new();
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        for (n, prepared) in prepared.into_iter().enumerate() {
+            if n % MAX_GROUP == 0 {
+                self.states.keep_within_budget();
+            }
+            let prefix = object_prefix(&prepared.event);
+            let namespace = prepared.event.resource.namespace.clone();
+            let outcome =
+                self.add_to_batch(&engine, prepared, &mut runs, &mut in_batch, &mut lineages);
+            if let Ok(Appended::Recorded(id)) = outcome {
+                if self.shared.settings.max_versions_per_object > 0 {
+                    touched.push((prefix, id));
+                }
+                ns_touched.push(namespace);
+            }
+            outcomes.push(outcome);
+        }
+        let mut batch = engine.db.batch();
+        self.put_dicts_and_counts(ks, &mut batch, ns_touched);
+        let result = runs
+            .ingest(&ks.events)
+            .and_then(|()| batch.commit())
+            .and_then(|()| engine.db.persist(PersistMode::SyncAll));
+        self.shared
+            .stats
+            .write_batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let new_dicts = std::mem::take(&mut self.new_dicts);
+        match result {
+            Ok(()) => {
+                for (kind, dict) in new_dicts {
+                    ks.dictionaries.publish(kind, dict);
+                }
+                for appended in touched {
+                    let _ = self.retention.send(appended);
+                }
+                Ok(outcomes)
+            }
+            Err(error) => {
+                let error = Error::from(error);
+                self.failed(&error);
+                self.shared
+                    .stats
+                    .write_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reload_counts();
+                self.states.forget(&lineages);
+                Err(error)
             }
         }
     }
@@ -499,7 +600,7 @@ impl Writer {
         &mut self,
         engine: &super::Engine,
         prepared: Prepared,
-        batch: &mut OwnedWriteBatch,
+        batch: &mut impl Puts,
         in_batch: &mut HashMap<[u8; 32], EventId>,
         lineages: &mut Vec<Vec<u8>>,
     ) -> Result<Appended> {
@@ -542,20 +643,20 @@ impl Writer {
             .as_ref()
             .map(|objects| self.encode_objects(ks, &prepared.event, id, objects, lineages));
         if let Some(value) = objects {
-            batch.insert(&ks.objects, id_bytes.to_vec(), value);
+            batch.put(&ks.objects, id_bytes.to_vec(), value);
         }
-        batch.insert(&ks.events, id_bytes.to_vec(), prepared.summary);
+        batch.put(&ks.events, id_bytes.to_vec(), prepared.summary);
         for (keyspace, key) in index {
-            batch.insert(keyspace, key, Vec::<u8>::new());
+            batch.put(keyspace, key, Vec::<u8>::new());
         }
         if let Some(key) = &prepared.dedupe_key {
-            batch.insert(&ks.dedupe, key.to_vec(), id_bytes.to_vec());
+            batch.put(&ks.dedupe, key.to_vec(), id_bytes.to_vec());
             in_batch.insert(*key, id);
         }
         if let Some(status) = &prepared.status {
-            batch.insert(&ks.status, id_bytes.to_vec(), status.encode());
+            batch.put(&ks.status, id_bytes.to_vec(), status.encode());
             if status.status == logistis_api::Status::Pending {
-                batch.insert(&ks.pending, id_bytes.to_vec(), Vec::<u8>::new());
+                batch.put(&ks.pending, id_bytes.to_vec(), Vec::<u8>::new());
             }
         }
         Ok(Appended::Recorded(id))
