@@ -173,10 +173,11 @@ impl Drop for Running {
     }
 }
 
+/// `idle_connections`: how many open connections the client keeps between requests.
 fn start(
     binary: &Path,
     mode: &str,
-    connections: usize,
+    idle_connections: usize,
     extra: &[String],
     postgres: Option<&str>,
     http2: bool,
@@ -239,7 +240,7 @@ fn start(
     };
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
-        .pool_max_idle_per_host(connections);
+        .pool_max_idle_per_host(idle_connections);
     let client = if http2 { client } else { client.http1_only() }.build()?;
     let database = match database {
         Some(url) => {
@@ -378,6 +379,12 @@ async fn drive(
 
 /// Open-loop load: `rate` reviews per second for `duration` (after a 1 s warm-up), each
 /// timed from its intended send time.
+///
+/// The reviews are paced by a thread of their own sleeping until each one is due
+/// (`nanosleep`: tens of µs late at most, where the runtime's timer wheel rounds up to the
+/// next millisecond and would add up to 1 ms to every latency), which hands each review to
+/// the runtime to send. Connections opened for a burst stay in the pool (see `start`), so a
+/// burst does not leave a TLS handshake behind for every review of the next one.
 async fn drive_open(
     running: &Running,
     templates: Arc<Vec<Template>>,
@@ -391,57 +398,74 @@ async fn drive_open(
     let histogram = Arc::new(std::sync::Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
     ));
-    let start = tokio::time::Instant::now();
-    let measured_from = start + warm_up;
-    let mut tasks = tokio::task::JoinSet::new();
     let pid = running.child.id();
-    let mut cpu_at_start = None;
-    for n in 0..total {
-        let intended = start + interval * u32::try_from(n).unwrap_or(u32::MAX);
-        tokio::time::sleep_until(intended).await;
-        if cpu_at_start.is_none() && intended >= measured_from {
-            cpu_at_start = Some(cpu_time(pid)?);
-        }
-        let client = running.client.clone();
-        let url = running.url.clone();
-        let template = &templates[n as usize % templates.len()];
-        let uid = format!("loadgen-{n}");
-        let mut body =
-            Vec::with_capacity(template.prefix.len() + uid.len() + template.suffix.len());
-        body.extend_from_slice(&template.prefix);
-        body.extend_from_slice(uid.as_bytes());
-        body.extend_from_slice(&template.suffix);
+    let runtime = tokio::runtime::Handle::current();
+    let client = running.client.clone();
+    let url = running.url.clone();
+    let pacer = {
         let errors = errors.clone();
         let histogram = histogram.clone();
-        tasks.spawn(async move {
-            let ok = match client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            if intended < measured_from {
-                return;
-            }
-            if ok {
-                let latency = intended.elapsed().as_micros() as u64;
-                histogram
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(latency)
-                    .ok();
-            } else {
-                errors.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-        // Reap finished requests so the set stays small.
-        while tasks.try_join_next().is_some() {}
+        std::thread::Builder::new()
+            .name("loadgen-pacer".into())
+            .spawn(move || -> Result<_> {
+                let start = Instant::now();
+                let measured_from = start + warm_up;
+                let mut cpu_at_start = None;
+                let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+                for n in 0..total {
+                    let intended = start + interval * u32::try_from(n).unwrap_or(u32::MAX);
+                    let now = Instant::now();
+                    if intended > now {
+                        std::thread::sleep(intended - now);
+                    }
+                    if cpu_at_start.is_none() && intended >= measured_from {
+                        cpu_at_start = Some(cpu_time(pid)?);
+                    }
+                    let template = &templates[n as usize % templates.len()];
+                    let uid = format!("loadgen-{n}");
+                    let mut body = Vec::with_capacity(
+                        template.prefix.len() + uid.len() + template.suffix.len(),
+                    );
+                    body.extend_from_slice(&template.prefix);
+                    body.extend_from_slice(uid.as_bytes());
+                    body.extend_from_slice(&template.suffix);
+                    let request = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body);
+                    let errors = errors.clone();
+                    let histogram = histogram.clone();
+                    tasks.push(runtime.spawn(async move {
+                        let ok = match request.send().await {
+                            Ok(response) => {
+                                response.status().is_success() && response.bytes().await.is_ok()
+                            }
+                            Err(_) => false,
+                        };
+                        if intended < measured_from {
+                            return;
+                        }
+                        if ok {
+                            let latency = intended.elapsed().as_micros() as u64;
+                            histogram
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .record(latency)
+                                .ok();
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }));
+                }
+                Ok((tasks, cpu_at_start))
+            })?
+    };
+    let (tasks, cpu_at_start) = tokio::task::spawn_blocking(move || pacer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))??;
+    for task in tasks {
+        task.await?;
     }
-    while tasks.join_next().await.is_some() {}
     let cpu = cpu_time(pid)?.saturating_sub(cpu_at_start.unwrap_or_default());
     let events_per_commit = events_per_commit(running).await;
     let bytes_per_event = bytes_per_event(running).await;
@@ -619,10 +643,16 @@ async fn main() -> Result<()> {
     let mut results = Vec::new();
     let mut cpu: Vec<(String, f64)> = Vec::new();
     for mode in &args.modes {
+        // The open loop keeps every connection a burst opened: with fewer, each burst
+        // would close some and the next one would pay their TLS handshakes again.
+        let idle_connections = match args.rate {
+            Some(_) => usize::MAX,
+            None => args.connections,
+        };
         let running = start(
             &binary,
             mode,
-            args.connections,
+            idle_connections,
             &args.server_args,
             args.postgres.as_deref(),
             args.http2,

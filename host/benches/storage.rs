@@ -11,6 +11,10 @@
 //! `cargo bench -p logistis --bench storage` — `LOGISTIS_BENCH_OBJECTS` (default 400) and
 //! `LOGISTIS_BENCH_UPDATES` (default 50) change the sizes.
 
+// The server's allocator (see `main.rs`), so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 use std::time::Instant;
 

@@ -240,6 +240,9 @@ fn open(dir: &std::path::Path, keep: u32) -> Store {
         dir,
         StoreSettings {
             max_versions_per_object: keep,
+            // No expiry by age: the first format's events are written with ids of a fixed
+            // date, which the default 30 days would expire while they are being read.
+            retention: None,
             retention_interval: Duration::from_millis(20),
             ..StoreSettings::default()
         },
@@ -247,12 +250,22 @@ fn open(dir: &std::path::Path, keep: u32) -> Store {
     .unwrap()
 }
 
-/// Wait (bounded) until retention has left at most `keep` events of the object.
+/// Wait (bounded) until retention has left at most `keep` events of the object, and has
+/// settled: the count stayed the same for ten retention intervals, so the reads that follow
+/// do not race with a pass still deleting.
 fn wait_for_trim(store: &Store, keep: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while store.object_events(&shop_web()).unwrap().0.len() > keep {
+    let count = || store.object_events(&shop_web()).unwrap().0.len();
+    let mut last = count();
+    let mut stable_since = std::time::Instant::now();
+    while last > keep || stable_since.elapsed() < Duration::from_millis(200) {
         assert!(std::time::Instant::now() < deadline, "never trimmed");
         std::thread::sleep(Duration::from_millis(10));
+        let now = count();
+        if now != last {
+            last = now;
+            stable_since = std::time::Instant::now();
+        }
     }
 }
 

@@ -699,3 +699,32 @@ fn locks_are_shared_by_the_replicas_of_a_cluster_and_kept_apart_from_other_clust
         store.close();
     }
 }
+
+#[test]
+fn a_bulk_load_is_appended_in_order_with_its_duplicates_named() {
+    let Some(url) = test_database("a_bulk_load_is_appended_in_order_with_its_duplicates_named")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir, &url, "prod");
+    let outcomes = store
+        .append_bulk(vec![
+            event("shop", "web", "alice", "b1", 2),
+            event("shop", "web", "bob", "b2", 3),
+            event("shop", "web", "bob", "b2", 3),
+        ])
+        .blocking_recv()
+        .unwrap()
+        .unwrap();
+    let outcomes: Vec<Appended> = outcomes.into_iter().map(Result::unwrap).collect();
+    let (first, second) = (recorded(outcomes[0]), recorded(outcomes[1]));
+    assert!(first < second);
+    assert_eq!(outcomes[2], Appended::Duplicate(second));
+    let (events, _) = store.object_events(&key("shop", "web")).unwrap();
+    let users: Vec<_> = events.iter().map(|e| e.user.username.as_str()).collect();
+    assert_eq!(users, ["alice", "bob"]);
+    assert!(events.iter().all(|e| e.cluster == "prod"));
+    assert_eq!(events[1].object.as_ref().unwrap()["spec"]["replicas"], 3);
+    store.close();
+}
