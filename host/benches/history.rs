@@ -249,24 +249,36 @@ fn wait_for_chunk(
     Ok(())
 }
 
-/// Median and p99 of `runs` calls of `query`, which returns the encoded answer's size.
-fn measure(name: &str, runs: usize, mut query: impl FnMut() -> Result<usize>) -> Result<()> {
-    let bytes = query()?; // warm the block cache, as a live server's would be
-    let mut times: Vec<Duration> = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let started = Instant::now();
-        std::hint::black_box(query()?);
-        times.push(started.elapsed());
+/// A query of the bench: its name and a call that returns the encoded answer's size.
+type Query<'a> = (&'static str, Box<dyn FnMut() -> Result<usize> + 'a>);
+
+/// Median and p99 of `runs` calls of each query. The queries take turns (one call of each,
+/// `runs` times), so a machine that slows down or speeds up during the bench moves them all
+/// alike instead of the ones that happened to run at that moment.
+fn measure(runs: usize, mut queries: Vec<Query<'_>>) -> Result<()> {
+    let mut bytes = Vec::with_capacity(queries.len());
+    for (_, query) in &mut queries {
+        bytes.push(query()?); // warm the block cache, as a live server's would be
     }
-    times.sort();
-    let median = times[runs / 2];
-    let p99 = times[(runs * 99 / 100).min(runs - 1)];
-    println!(
-        "{name:<10} {:>10.2} {:>10.2} {:>10}",
-        median.as_secs_f64() * 1e3,
-        p99.as_secs_f64() * 1e3,
-        bytes
-    );
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); queries.len()];
+    for _ in 0..runs {
+        for ((_, query), times) in queries.iter_mut().zip(&mut times) {
+            let started = Instant::now();
+            std::hint::black_box(query()?);
+            times.push(started.elapsed());
+        }
+    }
+    for (((name, _), mut times), bytes) in queries.into_iter().zip(times).zip(bytes) {
+        times.sort();
+        let median = times[runs / 2];
+        let p99 = times[(runs * 99 / 100).min(runs - 1)];
+        println!(
+            "{name:<10} {:>10.2} {:>10.2} {:>10}",
+            median.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            bytes
+        );
+    }
     Ok(())
 }
 
@@ -372,33 +384,63 @@ fn main() -> Result<()> {
     );
     // The two halves of every query, to see where the time goes (`rebuild` includes cloning
     // the events, which a handler does not do: it owns them).
-    measure("scan", runs, || Ok(store.object_events(&key)?.0.len()))?;
     let (events, trimmed) = store.object_events(&key)?;
-    measure("rebuild", runs, || {
-        Ok(Timeline::build(object.clone(), events.clone(), trimmed)
-            .versions
-            .len())
-    })?;
-    measure("versions", runs, || {
-        Ok(serde_json::to_vec(&timeline()?.list())?.len())
-    })?;
-    measure("diff", runs, || {
-        Ok(serde_json::to_vec(&history::diff::diff(&timeline()?, None, None, None)?)?.len())
-    })?;
-    measure("diff 1→100", runs, || {
-        Ok(serde_json::to_vec(&history::diff::diff(&timeline()?, Some(1), None, None)?)?.len())
-    })?;
-    measure("blame", runs, || {
-        Ok(serde_json::to_vec(&history::blame::blame(&timeline()?)?)?.len())
-    })?;
-    measure("history", runs, || {
-        Ok(serde_json::to_vec(&history::field::history(&timeline()?, &image))?.len())
-    })?;
-    measure("bisect", runs, || {
-        let answer =
-            history::field::bisect(&timeline()?, &image, "registry.example.com/shop/c0:1.13")?;
-        Ok(serde_json::to_vec(&answer)?.len())
-    })?;
+    let timeline = &timeline;
+    let image = &image;
+    measure(
+        runs,
+        vec![
+            ("scan", Box::new(|| Ok(store.object_events(&key)?.0.len()))),
+            (
+                "rebuild",
+                Box::new(|| {
+                    Ok(Timeline::build(object.clone(), events.clone(), trimmed)
+                        .versions
+                        .len())
+                }),
+            ),
+            (
+                "versions",
+                Box::new(|| Ok(serde_json::to_vec(&timeline()?.list())?.len())),
+            ),
+            (
+                "diff",
+                Box::new(|| {
+                    let answer = history::diff::diff(&timeline()?, None, None, None)?;
+                    Ok(serde_json::to_vec(&answer)?.len())
+                }),
+            ),
+            (
+                "diff 1→100",
+                Box::new(|| {
+                    let answer = history::diff::diff(&timeline()?, Some(1), None, None)?;
+                    Ok(serde_json::to_vec(&answer)?.len())
+                }),
+            ),
+            (
+                "blame",
+                Box::new(|| Ok(serde_json::to_vec(&history::blame::blame(&timeline()?)?)?.len())),
+            ),
+            (
+                "history",
+                Box::new(|| {
+                    let answer = history::field::history(&timeline()?, image);
+                    Ok(serde_json::to_vec(&answer)?.len())
+                }),
+            ),
+            (
+                "bisect",
+                Box::new(|| {
+                    let answer = history::field::bisect(
+                        &timeline()?,
+                        image,
+                        "registry.example.com/shop/c0:1.13",
+                    )?;
+                    Ok(serde_json::to_vec(&answer)?.len())
+                }),
+            ),
+        ],
+    )?;
     store.close();
     Ok(())
 }

@@ -290,6 +290,9 @@ fn walk_changes(before: &Value, after: &Value, at: &mut FieldPath, out: &mut Vec
         (Value::Object(old), Value::Object(new)) => {
             for (key, new_value) in new {
                 match old.get(key) {
+                    // Most of an object is the same from one version to the next: comparing
+                    // costs no allocation, descending clones every key on the way.
+                    Some(old_value) if old_value == new_value => {}
                     Some(old_value) => {
                         at.segments.push(Segment::Key(key.clone()));
                         walk_changes(old_value, new_value, at, out);
@@ -305,6 +308,7 @@ fn walk_changes(before: &Value, after: &Value, at: &mut FieldPath, out: &mut Vec
         (Value::Array(old), Value::Array(new)) => {
             for index in 0..old.len().max(new.len()) {
                 match (old.get(index), new.get(index)) {
+                    (Some(old_value), Some(new_value)) if old_value == new_value => {}
                     (Some(old_value), Some(new_value)) => {
                         at.segments.push(Segment::Index(index));
                         walk_changes(old_value, new_value, at, out);

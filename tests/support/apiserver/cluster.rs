@@ -900,6 +900,9 @@ fn watch_response(
         (backlog, cluster.changes.subscribe(), gone, objects.revision)
     };
     let mut generation = cluster.generation.subscribe();
+    // Set before a pause ends the streams: nothing is delivered once it is, even by a stream
+    // that has not yet seen its end (what a watcher sees of an API server that went away).
+    let paused = cluster.watches_paused.clone();
     let bookmark_every = Duration::from_millis(cluster.bookmark_ms.load(Ordering::Relaxed).max(10));
     let kind = TYPES[resource].kind;
     let api_version = TYPES[resource].api_version();
@@ -926,9 +929,13 @@ fn watch_response(
         ticker.tick().await;
         loop {
             tokio::select! {
-                () = &mut deadline => return,
+                biased;
                 _ = generation.changed() => return,
+                () = &mut deadline => return,
                 _ = ticker.tick(), if bookmarks => {
+                    if paused.load(Ordering::SeqCst) {
+                        return;
+                    }
                     let mark = json!({"kind": kind, "apiVersion": api_version,
                                       "metadata": {"resourceVersion": revision.max(last).to_string()}});
                     if tx.send(line("BOOKMARK", &mark)).await.is_err() {
@@ -940,6 +947,9 @@ fn watch_response(
                         revision = change.revision;
                         if change.revision <= last || !relevant(&change) {
                             continue;
+                        }
+                        if paused.load(Ordering::SeqCst) {
+                            return;
                         }
                         last = change.revision;
                         if tx.send(line(change.kind, &change.object)).await.is_err() {
