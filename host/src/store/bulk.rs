@@ -22,10 +22,13 @@ impl Puts for OwnedWriteBatch {
     }
 }
 
+/// One key and its value.
+type Entry = (Vec<u8>, Vec<u8>);
+
 /// A bulk load's entries, per keyspace, in the order they were put.
 #[derive(Default)]
 pub(crate) struct Runs {
-    runs: Vec<(Keyspace, Vec<(Vec<u8>, Vec<u8>)>)>,
+    runs: Vec<(Keyspace, Vec<Entry>)>,
 }
 
 impl Puts for Runs {
@@ -67,7 +70,7 @@ impl Runs {
 }
 
 /// Sort by key and keep, of equal keys, the value put last.
-fn sort_keeping_last(entries: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+fn sort_keeping_last(entries: &mut Vec<Entry>) {
     // Stable: equal keys stay in the order they were put.
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     // `later` is removed when it repeats `kept`'s key; its value moves into `kept` first.

@@ -98,8 +98,10 @@ fn new_event(
     }
 }
 
+/// An event's objects as posted: the object and the old object.
+type PostedObjects = (Option<Value>, Option<Value>);
 /// What was posted for each event: its objects.
-type Posted = BTreeMap<EventId, (Option<Value>, Option<Value>)>;
+type Posted = BTreeMap<EventId, PostedObjects>;
 
 /// A long, realistic life of one Deployment: updates (some after unrecorded status writes,
 /// so the old object is not the previous stored version), scales through the subresource, a
@@ -110,7 +112,7 @@ struct Life {
     uid: String,
     posted: Posted,
     /// While bulk loading: the events not yet handed over, with their objects.
-    queued: Option<Vec<(NewEvent, (Option<Value>, Option<Value>))>>,
+    queued: Option<Vec<(NewEvent, PostedObjects)>>,
 }
 
 impl Life {
