@@ -382,6 +382,31 @@ impl Writer {
                 Durability::Async | Durability::Discard => Ok(()),
             });
         self.dirty = true;
+        match self.settle(ks, result, touched, &lineages) {
+            Ok(()) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                let reason = crate::telemetry::chain(&error);
+                for reply in replies {
+                    let _ = reply.send(Err(Error::NotWriting(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// After a group's commit (and fsync): on success publish the dictionaries it made and
+    /// tell retention what it appended; on failure nothing of it is durable, so reload the
+    /// counters and forget the states it would have stored. Counted either way.
+    fn settle(
+        &mut self,
+        ks: &super::Keyspaces,
+        result: Result<(), fjall::Error>,
+        touched: Vec<Touched>,
+        lineages: &[Vec<u8>],
+    ) -> Result<()> {
         self.shared
             .stats
             .write_batches
@@ -392,12 +417,10 @@ impl Writer {
                 for (kind, dict) in new_dicts {
                     ks.dictionaries.publish(kind, dict);
                 }
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
                 for appended in touched {
                     let _ = self.retention.send(appended);
                 }
+                Ok(())
             }
             Err(error) => {
                 let error = Error::from(error);
@@ -406,14 +429,9 @@ impl Writer {
                     .stats
                     .write_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Nothing of this group is durable: reload the counters, forget the states
-                // it would have stored, and fail every request.
                 self.reload_counts();
-                self.states.forget(&lineages);
-                let reason = crate::telemetry::chain(&error);
-                for reply in replies {
-                    let _ = reply.send(Err(Error::NotWriting(reason.clone())));
-                }
+                self.states.forget(lineages);
+                Err(error)
             }
         }
     }
@@ -485,33 +503,8 @@ impl Writer {
             .ingest(&ks.events)
             .and_then(|()| batch.commit())
             .and_then(|()| engine.db.persist(PersistMode::SyncAll));
-        self.shared
-            .stats
-            .write_batches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let new_dicts = std::mem::take(&mut self.new_dicts);
-        match result {
-            Ok(()) => {
-                for (kind, dict) in new_dicts {
-                    ks.dictionaries.publish(kind, dict);
-                }
-                for appended in touched {
-                    let _ = self.retention.send(appended);
-                }
-                Ok(outcomes)
-            }
-            Err(error) => {
-                let error = Error::from(error);
-                self.failed(&error);
-                self.shared
-                    .stats
-                    .write_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.reload_counts();
-                self.states.forget(&lineages);
-                Err(error)
-            }
-        }
+        self.settle(ks, result, touched, &lineages)?;
+        Ok(outcomes)
     }
 
     fn reload_counts(&mut self) {
