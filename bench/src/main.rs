@@ -92,6 +92,18 @@ struct Template {
     suffix: Vec<u8>,
 }
 
+impl Template {
+    /// The body of request `n`: this review with the uid `loadgen-{n}`.
+    fn body(&self, n: u64) -> Vec<u8> {
+        let uid = format!("loadgen-{n}");
+        let mut body = Vec::with_capacity(self.prefix.len() + uid.len() + self.suffix.len());
+        body.extend_from_slice(&self.prefix);
+        body.extend_from_slice(uid.as_bytes());
+        body.extend_from_slice(&self.suffix);
+        body
+    }
+}
+
 const UID_MARK: &str = "LOGISTIS-LOADGEN-UID";
 
 fn templates(dir: &Path) -> Result<Vec<Template>> {
@@ -307,12 +319,7 @@ async fn drive(
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let template = &templates[n as usize % templates.len()];
-                let uid = format!("loadgen-{n}");
-                let mut body =
-                    Vec::with_capacity(template.prefix.len() + uid.len() + template.suffix.len());
-                body.extend_from_slice(&template.prefix);
-                body.extend_from_slice(uid.as_bytes());
-                body.extend_from_slice(&template.suffix);
+                let body = template.body(n);
                 let sent = Instant::now();
                 let ok = match client
                     .post(&url)
@@ -422,13 +429,7 @@ async fn drive_open(
                         cpu_at_start = Some(cpu_time(pid)?);
                     }
                     let template = &templates[n as usize % templates.len()];
-                    let uid = format!("loadgen-{n}");
-                    let mut body = Vec::with_capacity(
-                        template.prefix.len() + uid.len() + template.suffix.len(),
-                    );
-                    body.extend_from_slice(&template.prefix);
-                    body.extend_from_slice(uid.as_bytes());
-                    body.extend_from_slice(&template.suffix);
+                    let body = template.body(n);
                     let request = client
                         .post(&url)
                         .header("content-type", "application/json")

@@ -5,9 +5,10 @@
 //! dictionaries and index entries: [`Puts`] is all the encoding sees of where they go), but
 //! collects the entries per keyspace in [`Runs`] instead of a write batch. It then sorts each
 //! keyspace's entries and hands them to fjall's ingestion, which writes tables directly and
-//! registers them as one new run: no journal, no memtable, no flush, no rewrite by a
-//! compaction of level 0 before they are read. `events` is ingested last, so a failure midway
-//! leaves at most index entries and objects that no event names, which every read skips.
+//! registers them as one new level-0 run: no journal, no memtable, no flush. The writer
+//! commits the dictionaries made on the way first (an ingested object may name one) and
+//! ingests `events` after every other keyspace, so a failure midway leaves at most index
+//! entries and objects that no event names, which every read skips.
 
 use fjall::{Keyspace, OwnedWriteBatch};
 

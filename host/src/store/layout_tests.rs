@@ -339,6 +339,14 @@ fn a_bulk_load_stores_what_appends_store_and_appends_continue_it() {
         life.load_queued(&store);
     }
     life.queued = None;
+    // Its re-creations made the kind's dictionary during a load: the objects that name it
+    // must read back, here and after the reopen below.
+    let engine = store.shared().engine().unwrap();
+    assert!(
+        !engine.ks.dicts.is_empty().unwrap(),
+        "no dictionary was made"
+    );
+    drop(engine);
     assert_eq!(life.check(&store, "bulk loaded"), life.posted.len());
     // Deltas, not whole objects: the same life costs what it costs through appends.
     let stored: usize = store

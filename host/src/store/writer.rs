@@ -374,7 +374,8 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
-        self.put_dicts_and_counts(ks, &mut batch, ns_touched);
+        self.put_dicts(ks, &mut batch);
+        self.put_counts(ks, &mut batch, ns_touched);
         let result = batch
             .commit()
             .and_then(|()| match self.shared.settings.durability {
@@ -437,13 +438,8 @@ impl Writer {
     }
 
     /// What every group writes besides its events: the dictionaries made while encoding
-    /// them, and the event counts of the namespaces they are in.
-    fn put_dicts_and_counts(
-        &mut self,
-        ks: &super::Keyspaces,
-        batch: &mut OwnedWriteBatch,
-        ns_touched: Vec<String>,
-    ) {
+    /// them (here), and the event counts of the namespaces they are in ([`Self::put_counts`]).
+    fn put_dicts(&self, ks: &super::Keyspaces, batch: &mut OwnedWriteBatch) {
         for (kind, dict) in &self.new_dicts {
             batch.insert(
                 &ks.dicts,
@@ -451,6 +447,14 @@ impl Writer {
                 dicts::encode(kind, &dict.content),
             );
         }
+    }
+
+    fn put_counts(
+        &mut self,
+        ks: &super::Keyspaces,
+        batch: &mut OwnedWriteBatch,
+        ns_touched: Vec<String>,
+    ) {
         for namespace in ns_touched {
             let count = self.ns_counts.entry(namespace.clone()).or_insert(0);
             *count += 1;
@@ -462,10 +466,13 @@ impl Writer {
         }
     }
 
-    /// A bulk load (see `bulk`): every event encoded as an append would be, the entries
-    /// ingested as sorted runs, then the dictionaries and counters committed and everything
-    /// fsynced. One outcome per event, in order; an error means none of them is stored
-    /// (though index entries of some may have been written: reads skip them).
+    /// A bulk load (see `bulk`): every event encoded as an append would be; the dictionaries
+    /// made on the way committed, fsynced and published first (an ingested object may name
+    /// one, and must never be read without it); the entries ingested as sorted runs; then the
+    /// counters committed and everything fsynced. One outcome per event, in order. On an
+    /// error the chunk may be stored in part (index entries and objects without their events,
+    /// which reads skip) or, when only the counters failed, whole: a retry stores its events
+    /// again unless they carry dedupe keys.
     fn append_bulk(&mut self, prepared: Vec<Prepared>) -> Result<Vec<Result<Appended>>> {
         let engine = self.writable_engine()?;
         if self.shared.settings.durability == Durability::Discard {
@@ -497,11 +504,20 @@ impl Writer {
             }
             outcomes.push(outcome);
         }
-        let mut batch = engine.db.batch();
-        self.put_dicts_and_counts(ks, &mut batch, ns_touched);
-        let result = runs
-            .ingest(&ks.events)
-            .and_then(|()| batch.commit())
+        let mut dictionaries = engine.db.batch();
+        self.put_dicts(ks, &mut dictionaries);
+        let mut counts = engine.db.batch();
+        self.put_counts(ks, &mut counts, ns_touched);
+        let result = dictionaries
+            .commit()
+            .and_then(|()| engine.db.persist(PersistMode::SyncAll))
+            .map(|()| {
+                for (kind, dict) in std::mem::take(&mut self.new_dicts) {
+                    ks.dictionaries.publish(kind, dict);
+                }
+            })
+            .and_then(|()| runs.ingest(&ks.events))
+            .and_then(|()| counts.commit())
             .and_then(|()| engine.db.persist(PersistMode::SyncAll));
         self.settle(ks, result, touched, &lineages)?;
         Ok(outcomes)
