@@ -256,6 +256,15 @@ type Query<'a> = (&'static str, Box<dyn FnMut() -> Result<usize> + 'a>);
 /// `runs` times), so a machine that slows down or speeds up during the bench moves them all
 /// alike instead of the ones that happened to run at that moment.
 fn measure(runs: usize, mut queries: Vec<Query<'_>>) -> Result<()> {
+    // LOGISTIS_BENCH_QUERIES=blame,diff runs only those (e.g. under `perf record`).
+    if let Ok(only) = std::env::var("LOGISTIS_BENCH_QUERIES") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        queries.retain(|(name, _)| only.contains(name));
+        anyhow::ensure!(
+            !queries.is_empty(),
+            "LOGISTIS_BENCH_QUERIES names none of the queries"
+        );
+    }
     let mut bytes = Vec::with_capacity(queries.len());
     for (_, query) in &mut queries {
         bytes.push(query()?); // warm the block cache, as a live server's would be

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::Error;
 use super::path::{FieldPath, Segment, scalar_text, step_into};
-use super::versions::{Timeline, Version};
+use super::versions::{MAX_CHANGED_PATHS, Timeline, Version};
 
 /// Fields that identify an element of a list of maps, in the order they are tried: the
 /// Kubernetes strategic-merge keys of the common lists (containers, volumes, ports, env,
@@ -73,7 +73,9 @@ pub fn blame(timeline: &Timeline) -> Result<Blame, Error> {
             if n % 1024 == 1023 && super::interrupt::stopped() {
                 return Err(Error::Stopped);
             }
-            let owner = &generation[owner_index(generation, &line, &mut parents)].summary;
+            let stable = stable_prefix(&line.concrete);
+            let owner = owner_index(generation, &line, Some(&stable), &mut parents);
+            let owner = &generation[owner].summary;
             Ok(BlameLine {
                 line: line.text,
                 version: owner.version,
@@ -192,11 +194,26 @@ impl<'a> ParentCache<'a> {
 
 /// The oldest version of the run, ending at the newest, in which the line looks as it does
 /// now: the one that last set it.
-fn owner_index<'a>(generation: &'a [Version], line: &Line, parents: &mut ParentCache<'a>) -> usize {
+///
+/// A version whose changed paths leave the line's `stable` prefix alone is passed without
+/// looking the line up in the version before it: the whole subtree there is the same, so
+/// the line is too. Most lines of a long history sit in fields that rarely change, and the
+/// lookups were most of blame's time. `None` looks up every version (the tests compare).
+fn owner_index<'a>(
+    generation: &'a [Version],
+    line: &Line,
+    stable: Option<&str>,
+    parents: &mut ParentCache<'a>,
+) -> usize {
     let newest = generation.len() - 1;
-    let shown = parents.value(generation, newest, line);
+    let mut shown_now = None;
     let mut owner = newest;
     while owner > 0 {
+        if stable.is_some_and(|prefix| leaves_alone(&generation[owner], prefix)) {
+            owner -= 1;
+            continue;
+        }
+        let shown = *shown_now.get_or_insert_with(|| parents.value(generation, newest, line));
         let before = parents.value(generation, owner - 1, line);
         let same = match line.track {
             Track::Value => before == shown,
@@ -208,6 +225,39 @@ fn owner_index<'a>(generation: &'a [Version], line: &Line, parents: &mut ParentC
         owner -= 1;
     }
     owner
+}
+
+/// The part of a line's path that is the same field in every version: its keys up to the
+/// first list index (an element's index can differ from one version to the next).
+fn stable_prefix(concrete: &FieldPath) -> String {
+    let keys = concrete
+        .segments
+        .iter()
+        .take_while(|segment| matches!(segment, Segment::Key(_)))
+        .cloned()
+        .collect();
+    FieldPath { segments: keys }.to_string()
+}
+
+/// Whether `version` certainly changed nothing at `prefix` against the version before it:
+/// none of its changed paths is `prefix`, inside it, or above it. A list of changed paths
+/// cut at its maximum proves nothing.
+fn leaves_alone(version: &Version, prefix: &str) -> bool {
+    let paths = &version.summary.changed_paths;
+    paths.len() < MAX_CHANGED_PATHS
+        && !paths
+            .iter()
+            .any(|path| within(path, prefix) || within(prefix, path))
+}
+
+/// Whether path `inner` is `outer` or a field inside it, both spelled as [`FieldPath`]
+/// writes them: each segment after the first starts with `.` or `[`, so a path's prefix
+/// ends where the longer path's next segment starts.
+fn within(inner: &str, outer: &str) -> bool {
+    outer.is_empty()
+        || inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// Where the emitter is: indentation, the `- ` that starts the next line when it opens a
@@ -567,6 +617,179 @@ mod tests {
             .count();
         assert_eq!(bob, 0, "nothing the update left is bob's");
         assert_eq!(answer.lines.len(), 8 + 3 * (n - 1));
+    }
+
+    /// A small deterministic generator (xorshift), so a failure names its seed.
+    struct Dice(u64);
+
+    impl Dice {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// One random edit of the kinds a history sees: scalars, keys appearing and going,
+    /// list elements added, removed, moved and renamed, types changing, keys that spell like
+    /// nested paths, and edits too large for the changed-path list.
+    fn edit(object: &mut Value, dice: &mut Dice) {
+        let names = ["a", "b", "c", "a.b"];
+        match dice.below(13) {
+            0 => object["spec"]["replicas"] = json!(dice.below(4)),
+            1 | 2 => {
+                if let Some(list) = object
+                    .pointer_mut("/spec/template/spec/containers")
+                    .and_then(Value::as_array_mut)
+                    && !list.is_empty()
+                {
+                    let at = dice.below(list.len());
+                    let element = list[at].is_object();
+                    match dice.below(5) {
+                        0 if element => list[at]["image"] = json!(format!("img:{}", dice.below(3))),
+                        1 if element => list[at]["name"] = json!(names[dice.below(3)]),
+                        2 => drop(list.remove(at)),
+                        3 => {
+                            let other = dice.below(list.len());
+                            list.swap(at, other);
+                        }
+                        _ => list[at] = json!(dice.below(2)),
+                    }
+                }
+            }
+            3 => {
+                if let Some(list) = object
+                    .pointer_mut("/spec/template/spec/containers")
+                    .and_then(Value::as_array_mut)
+                {
+                    let name = names[dice.below(3)];
+                    list.insert(
+                        dice.below(list.len() + 1),
+                        json!({"name": name, "image": "img:0", "args": ["-v"]}),
+                    );
+                }
+            }
+            4 => {
+                let labels = &mut object["metadata"]["labels"];
+                if !labels.is_object() {
+                    *labels = json!({});
+                }
+                let key = names[dice.below(names.len())];
+                if dice.below(3) == 0 {
+                    labels.as_object_mut().unwrap().remove(key);
+                } else {
+                    labels[key] = json!(dice.below(3).to_string());
+                }
+            }
+            5 => {
+                let spec = &mut object["spec"];
+                let nested = json!({"b": dice.below(2)});
+                spec["a"] = if dice.below(2) == 0 { nested } else { json!(1) };
+            }
+            6 => {
+                let args = &mut object["spec"]["args"];
+                if !args.is_array() {
+                    *args = json!([]);
+                }
+                let list = args.as_array_mut().unwrap();
+                match dice.below(3) {
+                    0 => list.insert(
+                        dice.below(list.len() + 1),
+                        json!(format!("-{}", dice.below(3))),
+                    ),
+                    1 if !list.is_empty() => drop(list.remove(dice.below(list.len()))),
+                    _ if !list.is_empty() => {
+                        let at = dice.below(list.len());
+                        list[at] = json!(format!("-{}", dice.below(3)));
+                    }
+                    _ => {}
+                }
+            }
+            7 => {
+                let many: serde_json::Map<String, Value> = (0..MAX_CHANGED_PATHS + 5)
+                    .map(|n| (format!("k{n}"), json!(dice.below(1 << 30))))
+                    .collect();
+                object["metadata"]["annotations"] = Value::Object(many);
+            }
+            8 => object["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("labels")
+                .map_or((), drop),
+            9 => {
+                let template = &mut object["spec"]["template"];
+                *template = if template.is_string() {
+                    json!({"spec": {"containers": [{"name": "a", "image": "img:0"}]}})
+                } else {
+                    json!("flat")
+                };
+            }
+            10 => object["status"] = json!({"ready": dice.below(2) == 0}),
+            11 => object["spec"]["replicasMax"] = json!(dice.below(3)),
+            _ => {
+                let args = json!(["-v", format!("-{}", dice.below(2))]);
+                if let Some(first) = object
+                    .pointer_mut("/spec/template/spec/containers/0")
+                    .and_then(Value::as_object_mut)
+                {
+                    first.insert("args".into(), args);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn skipping_versions_by_changed_paths_blames_what_looking_up_every_version_does() {
+        for seed in 1..=300_u64 {
+            let mut dice = Dice(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut object = deployment(
+                1,
+                json!([{"name": "a", "image": "img:0", "args": ["-v", "-x"]},
+                       {"name": "b", "image": "img:1"}]),
+                json!({"app": "web", "a.b": "1"}),
+            );
+            let mut events = vec![event(Operation::Create, Some(object.clone()), None, "u0")];
+            for step in 1..=(5 + dice.below(40)) {
+                for _ in 0..1 + dice.below(3) {
+                    edit(&mut object, &mut dice);
+                }
+                let user = format!("u{step}");
+                events.push(event(Operation::Update, Some(object.clone()), None, &user));
+            }
+            let timeline = Timeline::build(ObjectRef::default(), events, 0);
+            let newest = timeline.newest().unwrap();
+            let generation = timeline.generation(newest.summary.generation);
+            let mut lines = Vec::new();
+            emit(&newest.object, &mut Emitter::root(), &mut lines).unwrap();
+            let (mut fast, mut slow) = (ParentCache::default(), ParentCache::default());
+            for line in &lines {
+                let stable = stable_prefix(&line.concrete);
+                assert_eq!(
+                    owner_index(generation, line, Some(&stable), &mut fast),
+                    owner_index(generation, line, None, &mut slow),
+                    "seed {seed}, line {:?} ({})",
+                    line.text,
+                    line.concrete
+                );
+            }
+        }
+    }
+
+    #[rstest]
+    #[case("spec.replicas", "spec", true)]
+    #[case("spec", "spec", true)]
+    #[case("spec[0]", "spec", true)]
+    #[case("specs", "spec", false)]
+    #[case("spec", "spec.replicas", false)]
+    #[case("metadata[\"a.b\"]", "metadata", true)]
+    #[case("anything", "", true)]
+    fn within_follows_segment_boundaries(
+        #[case] inner: &str,
+        #[case] outer: &str,
+        #[case] expected: bool,
+    ) {
+        assert_eq!(within(inner, outer), expected);
     }
 
     #[test]

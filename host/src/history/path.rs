@@ -99,9 +99,9 @@ impl FieldPath {
 
     /// The value at this path in `object`, if the field exists.
     pub fn lookup<'a>(&self, object: &'a Value) -> Option<&'a Value> {
-        self.segments.iter().try_fold(object, |value, segment| {
-            step(value, segment).map(|(_, v)| v)
-        })
+        self.segments
+            .iter()
+            .try_fold(object, |value, segment| step_into(value, segment))
     }
 
     /// The concrete JSON pointer of this path in `object` (list selectors resolved to
@@ -112,7 +112,10 @@ impl FieldPath {
         for segment in &self.segments {
             let (token, next) = step(value, segment)?;
             pointer.push('/');
-            pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
+            match token {
+                Token::Key(key) => pointer.push_str(&key.replace('~', "~0").replace('/', "~1")),
+                Token::Index(index) => pointer.push_str(&index.to_string()),
+            }
             value = next;
         }
         Some((pointer, value))
@@ -140,16 +143,23 @@ pub fn step_into<'a>(value: &'a Value, segment: &Segment) -> Option<&'a Value> {
     step(value, segment).map(|(_, v)| v)
 }
 
+/// Which way a step went: a map's key or a list's index. Borrowed, so a lookup that only
+/// wants the value allocates nothing (blame and field history step through every version).
+enum Token<'s> {
+    Key(&'s str),
+    Index(usize),
+}
+
 /// One step down: the token of the concrete pointer and the value reached.
-fn step<'a>(value: &'a Value, segment: &Segment) -> Option<(String, &'a Value)> {
+fn step<'a, 's>(value: &'a Value, segment: &'s Segment) -> Option<(Token<'s>, &'a Value)> {
     match (segment, value) {
-        (Segment::Key(key), Value::Object(map)) => map.get(key).map(|v| (key.clone(), v)),
+        (Segment::Key(key), Value::Object(map)) => map.get(key).map(|v| (Token::Key(key), v)),
         (Segment::Key(key), Value::Array(items)) => {
             let index: usize = key.parse().ok()?;
-            items.get(index).map(|v| (index.to_string(), v))
+            items.get(index).map(|v| (Token::Index(index), v))
         }
         (Segment::Index(index), Value::Array(items)) => {
-            items.get(*index).map(|v| (index.to_string(), v))
+            items.get(*index).map(|v| (Token::Index(*index), v))
         }
         (
             Segment::Match {
@@ -160,14 +170,25 @@ fn step<'a>(value: &'a Value, segment: &Segment) -> Option<(String, &'a Value)> 
         ) => items
             .iter()
             .enumerate()
-            .find(|(_, item)| item.get(field).and_then(scalar_text).as_ref() == Some(wanted))
-            .map(|(index, item)| (index.to_string(), item)),
+            .find(|(_, item)| item.get(field).is_some_and(|v| scalar_is(v, wanted)))
+            .map(|(index, item)| (Token::Index(index), item)),
         (Segment::Item(wanted), Value::Array(items)) => items
             .iter()
             .enumerate()
             .find(|(_, item)| *item == wanted)
-            .map(|(index, item)| (index.to_string(), item)),
+            .map(|(index, item)| (Token::Index(index), item)),
         _ => None,
+    }
+}
+
+/// Whether `value`'s [`scalar_text`] is `text`, without allocating for a string.
+pub fn scalar_is(value: &Value, text: &str) -> bool {
+    match value {
+        Value::String(own) => own == text,
+        Value::Bool(true) => text == "true",
+        Value::Bool(false) => text == "false",
+        Value::Number(number) => number.to_string() == text,
+        _ => false,
     }
 }
 

@@ -17,7 +17,7 @@ use crate::admission::noise;
 
 /// At most this many changed paths are listed per version: a version that rewrote a whole
 /// object would otherwise make the version list as large as the object.
-const MAX_CHANGED_PATHS: usize = 50;
+pub(super) const MAX_CHANGED_PATHS: usize = 50;
 /// Paths named in the one-line summary before "and N more".
 const SUMMARY_PATHS: usize = 3;
 
