@@ -106,6 +106,15 @@ impl MemoryPlan {
 }
 
 impl Engine {
+    /// A write batch with room for `items` entries, journaled as [`Database::batch`]'s are
+    /// (written to the OS on commit; the writer fsyncs itself in sync mode). A batch that
+    /// grows one entry at a time reallocated and copied its items over and over: a
+    /// retention pass writes ten entries per event it removes.
+    pub fn batch_with_capacity(&self, items: usize) -> fjall::OwnedWriteBatch {
+        fjall::OwnedWriteBatch::with_capacity(self.db.clone(), items)
+            .durability(Some(fjall::PersistMode::Buffer))
+    }
+
     pub fn open(dir: &Path, settings: &StoreSettings) -> Result<Engine, fjall::Error> {
         let plan = MemoryPlan::new(settings.memory_budget_bytes);
         let db = Database::builder(dir)

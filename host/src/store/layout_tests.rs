@@ -419,6 +419,21 @@ fn deleting_the_oldest_versions_rebases_the_survivors() {
         life.check(&store, &format!("oldest {cut} deleted"));
         life.step(&store);
     }
+    // No sweep deletes from the middle of a history, but nothing may be left depending on a
+    // deleted version if one did: two versions apart, each with a survivor based on it.
+    let remaining: Vec<EventId> = life.posted.keys().copied().collect();
+    let middle = vec![remaining[1], remaining[3]];
+    let (reply, receiver) = crossbeam_channel::bounded(1);
+    store
+        .fjall()
+        .writer
+        .send(writer::Command::Delete(middle.clone(), reply))
+        .unwrap();
+    assert_eq!(receiver.recv().unwrap().unwrap(), 2);
+    for id in &middle {
+        life.posted.remove(id);
+    }
+    life.check(&store, "two versions from the middle deleted");
     store.close();
 }
 

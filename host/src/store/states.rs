@@ -7,7 +7,7 @@
 //! since a `deployments/scale` event carries a `Scale`, not the Deployment, and the two
 //! compress well only against their own kind.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use logistis_api::{Event, EventId};
 
@@ -53,9 +53,16 @@ pub const DEFAULT_BUDGET: usize = 8 * 1024 * 1024;
 
 /// The lineage key of an event: its `by_object` prefix and its subresource.
 pub(crate) fn lineage(event: &Event) -> Vec<u8> {
-    let mut key = super::writer::object_prefix(event);
-    keys::push_field(&mut key, &event.resource.subresource);
-    key
+    lineage_of(
+        super::writer::object_prefix(event),
+        &event.resource.subresource,
+    )
+}
+
+/// The lineage key of a subresource of the object whose `by_object` prefix is `prefix`.
+pub(crate) fn lineage_of(mut prefix: Vec<u8>, subresource: &str) -> Vec<u8> {
+    keys::push_field(&mut prefix, subresource);
+    prefix
 }
 
 impl States {
@@ -112,16 +119,17 @@ impl States {
         }
     }
 
-    /// Forget states whose event is being deleted: nothing may be compressed against them.
-    pub fn forget_ids(&mut self, ids: &HashSet<EventId>) {
-        let bytes = &mut self.bytes;
-        self.map.retain(|lineage, state| {
-            let keep = !ids.contains(&state.id);
-            if !keep {
-                *bytes = bytes.saturating_sub(state.text.len() + lineage.len());
+    /// Forget states whose event is being deleted (each with its lineage): nothing may be
+    /// compressed against them. One lookup per deleted event, not a pass over every
+    /// remembered state.
+    pub fn forget_ids<'a>(&mut self, deleted: impl IntoIterator<Item = (EventId, &'a [u8])>) {
+        for (id, lineage) in deleted {
+            if self.map.get(lineage).is_some_and(|state| state.id == id)
+                && let Some(state) = self.map.remove(lineage)
+            {
+                self.bytes = self.bytes.saturating_sub(state.text.len() + lineage.len());
             }
-            keep
-        });
+        }
     }
 }
 

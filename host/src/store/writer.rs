@@ -746,12 +746,17 @@ impl Writer {
     fn delete(&mut self, ids: &[EventId]) -> Result<u64> {
         let engine = self.writable_engine()?;
         let ks = &engine.ks;
-        let mut batch = engine.db.batch();
+        // Per event: its summary, objects, status, pending mark, dedupe key and five index
+        // keys; then the rewritten survivors and the counters.
+        let mut batch = engine.batch_with_capacity(ids.len() * 10 + 16);
         let mut removed = 0;
         let mut trimmed: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut ns_removed: HashMap<String, u64> = HashMap::new();
-        let mut deleted: HashSet<EventId> = HashSet::new();
+        // Each deleted event's lineage (its object and subresource).
+        let mut deleted: HashMap<EventId, Vec<u8>> = HashMap::new();
         let mut oldest_deleted: HashMap<Vec<u8>, EventId> = HashMap::new();
+        // Per object: the lineages that lose versions, each with the newest it loses.
+        let mut losing: HashMap<Vec<u8>, HashMap<Vec<u8>, EventId>> = HashMap::new();
         for &id in ids {
             let id_bytes = id.to_be_bytes();
             let Some(value) = ks.events.get(id_bytes)? else {
@@ -771,16 +776,33 @@ impl Writer {
             let prefix = resource_prefix(&summary.resource);
             let oldest = oldest_deleted.entry(prefix.clone()).or_insert(id);
             *oldest = (*oldest).min(id);
-            deleted.insert(id);
+            let lineage = states::lineage_of(prefix.clone(), &summary.resource.subresource);
+            let newest = losing
+                .entry(prefix.clone())
+                .or_default()
+                .entry(lineage.clone())
+                .or_insert(id);
+            *newest = (*newest).max(id);
+            deleted.insert(id, lineage);
             *trimmed.entry(prefix).or_default() += 1;
             *ns_removed
                 .entry(summary.resource.namespace.clone())
                 .or_default() += 1;
             removed += 1;
         }
-        self.states.forget_ids(&deleted);
+        self.states.forget_ids(
+            deleted
+                .iter()
+                .map(|(id, lineage)| (*id, lineage.as_slice())),
+        );
         for (prefix, oldest) in &oldest_deleted {
-            rebase_survivors(ks, &mut batch, prefix, *oldest, trimmed[prefix], &deleted)?;
+            let survivors = Survivors {
+                prefix,
+                oldest: *oldest,
+                count: trimmed[prefix],
+                losing: &losing[prefix],
+            };
+            rebase_survivors(ks, &mut batch, &survivors, &deleted)?;
         }
         for (prefix, count) in trimmed {
             let before = ks.trimmed.get(&prefix)?.map_or(0, |v| read_u64(&v));
@@ -903,18 +925,37 @@ impl Writer {
     }
 }
 
+/// One object that loses versions: its `by_object` prefix, its oldest deleted version, how
+/// many it loses, and the lineages they belong to with the newest version each loses.
+#[derive(Clone, Copy)]
+struct Survivors<'a> {
+    prefix: &'a [u8],
+    oldest: EventId,
+    count: u64,
+    losing: &'a HashMap<Vec<u8>, EventId>,
+}
+
 /// Before the versions in `deleted` go, rewrite as self-contained every surviving version
 /// of the object that is stored as a delta on one of them. Retention deletes an object's
 /// oldest versions, and a version's base is the newest earlier one of its lineage, so
-/// the versions to rewrite are among the first survivors.
+/// the versions to rewrite are among the first survivors: in each lineage that lost
+/// versions, the survivor after the newest one it lost. The scan stops once each of those
+/// lineages has had that survivor rewritten (every later version of the lineage is based on
+/// a survivor), and looks at most `REBASE_WINDOW` survivors past the deleted ones (a
+/// lineage whose next survivor is a snapshot, or that has none, is never found).
 fn rebase_survivors(
     ks: &super::Keyspaces,
     batch: &mut OwnedWriteBatch,
-    prefix: &[u8],
-    oldest: EventId,
-    count: u64,
-    deleted: &HashSet<EventId>,
+    survivors: &Survivors<'_>,
+    deleted: &HashMap<EventId, Vec<u8>>,
 ) -> Result<()> {
+    let Survivors {
+        prefix,
+        oldest,
+        count,
+        losing,
+    } = *survivors;
+    let mut unresolved: HashSet<&[u8]> = losing.keys().map(Vec::as_slice).collect();
     let mut end = prefix.to_vec();
     end.extend_from_slice(&[0xff; 9]);
     let window = usize::try_from(count)
@@ -925,22 +966,30 @@ fn rebase_survivors(
         .range(keys::with_id(prefix, oldest)..end)
         .take(window)
     {
+        if unresolved.is_empty() {
+            break;
+        }
         let Some(id) = keys::id_suffix(&guard.key()?) else {
             continue;
         };
-        if deleted.contains(&id) {
+        if deleted.contains_key(&id) {
             continue;
         }
         let Some(value) = ks.objects.get(id.to_be_bytes())? else {
             continue;
         };
-        if !objects::base_of(id, &value)?.is_some_and(|base| deleted.contains(&base)) {
+        let Some((base, lineage)) = objects::base_of(id, &value)?
+            .and_then(|base| deleted.get(&base).map(|lineage| (base, lineage)))
+        else {
             continue;
-        }
+        };
         let get = |id: EventId| ks.objects.get(id.to_be_bytes()).map_err(Error::from);
         if let Some((texts, _)) = objects::rebuild(id, get, &ks.dictionaries)? {
             let (value, _) = Precompressed::new(texts, None).encode(None);
             batch.insert(&ks.objects, id.to_be_bytes().to_vec(), value);
+        }
+        if losing.get(lineage) == Some(&base) {
+            unresolved.remove(lineage.as_slice());
         }
     }
     Ok(())
