@@ -243,6 +243,41 @@ mod tests {
     }
 
     #[test]
+    fn an_event_removed_takes_its_status_and_pending_mark_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreSettings::default()).unwrap();
+        let ids = vec![
+            append(&store, new_event("web", Some(Status::Pending))),
+            append(&store, new_event("api", None)),
+            append(&store, new_event("db", Some(Status::Observed))),
+        ];
+        let kept = append(&store, new_event("cache", Some(Status::Pending)));
+        let (reply, receiver) = crossbeam_channel::bounded(1);
+        store
+            .fjall()
+            .writer
+            .send(super::super::writer::Command::Delete(ids, reply))
+            .unwrap();
+        assert_eq!(receiver.recv().unwrap().unwrap(), 3);
+        let engine = store.shared().engine().unwrap();
+        let keys = |keyspace: &fjall::Keyspace| -> Vec<EventId> {
+            keyspace
+                .iter()
+                .map(|guard| {
+                    EventId(u64::from_be_bytes(
+                        guard.key().unwrap()[..8].try_into().unwrap(),
+                    ))
+                })
+                .collect()
+        };
+        assert_eq!(keys(&engine.ks.status), [kept]);
+        assert_eq!(keys(&engine.ks.pending), [kept]);
+        assert_eq!(store.pending(None, 10).unwrap(), [kept]);
+        drop(engine);
+        store.close();
+    }
+
+    #[test]
     fn object_names_walk_each_object_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreSettings::default()).unwrap();

@@ -765,8 +765,15 @@ impl Writer {
             let (summary, dedupe) = record::decode_summary_keys(id, &value)?;
             batch.remove(&ks.events, id_bytes.to_vec());
             batch.remove(&ks.objects, id_bytes.to_vec());
-            batch.remove(&ks.status, id_bytes.to_vec());
-            batch.remove(&ks.pending, id_bytes.to_vec());
+            // Only events confirmed by a watch have a status, and only unconfirmed ones are
+            // pending: a tombstone for a key never written costs a memtable insert now and
+            // compaction later, a look that finds nothing costs neither (this thread makes
+            // every write, so nothing adds one before the batch commits).
+            for keyspace in [&ks.status, &ks.pending] {
+                if keyspace.contains_key(id_bytes)? {
+                    batch.remove(keyspace, id_bytes.to_vec());
+                }
+            }
             for (keyspace, key) in index_keys(ks, &summary.resource, &summary.user.username, id) {
                 batch.remove(keyspace, key);
             }
