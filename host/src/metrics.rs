@@ -99,6 +99,9 @@ pub struct Metrics {
     webhook_client_refused: Family<ReasonLabels, Counter>,
     volume_free: Gauge,
     accepting_writes: Gauge,
+    memtable_bytes: Gauge,
+    sealed_memtables: Gauge,
+    level0_tables: Gauge,
     write_state_changes: Counter,
     rejected_events: Counter,
     outbox: OutboxGauges,
@@ -238,8 +241,29 @@ impl Metrics {
             "Events the store refused alone (a key over the engine's limit, a failure while encoding it); answered allowed, not recorded",
             rejected_events.clone(),
         );
+        let memtable_bytes = Gauge::default();
+        registry.register(
+            "store_memtable_bytes",
+            "Bytes of the embedded store's memtables, active and sealed, as fjall counts them (keys and values, not the skiplist's nodes)",
+            memtable_bytes.clone(),
+        );
+        let sealed_memtables = Gauge::default();
+        registry.register(
+            "store_sealed_memtables",
+            "Memtables of the embedded store waiting to be flushed, all keyspaces (at 4 in one keyspace fjall stalls writes)",
+            sealed_memtables.clone(),
+        );
+        let level0_tables = Gauge::default();
+        registry.register(
+            "store_level0_tables",
+            "Tables in level 0 of the embedded store waiting for compaction, all keyspaces (at 20 in one keyspace fjall slows writes)",
+            level0_tables.clone(),
+        );
         let outbox = OutboxGauges::register(&mut registry);
         Metrics {
+            memtable_bytes,
+            sealed_memtables,
+            level0_tables,
             webhook_client_refused,
             volume_free,
             accepting_writes,
@@ -299,6 +323,15 @@ impl Metrics {
         self.accepting_writes
             .set(i64::from(health.accepts_writes()));
         self.outbox.set(&store.store_status());
+        if let Some(backlog) = store.write_backlog() {
+            for (gauge, value) in [
+                (&self.memtable_bytes, backlog.memtable_bytes),
+                (&self.sealed_memtables, backlog.sealed_memtables),
+                (&self.level0_tables, backlog.level0_tables),
+            ] {
+                gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
+        }
         let stats = store.stats();
         for (counter, total) in [
             (&self.retention_removed, &stats.events_removed_by_retention),

@@ -73,6 +73,9 @@ async fn health_metrics_and_shutdown() {
         "logistis_admission_request_duration_seconds_bucket{le=\"0.0001\"}",
         "logistis_admission_reviews_total{outcome=\"recorded\"} 1",
         "logistis_store_size_bytes",
+        "logistis_store_memtable_bytes",
+        "logistis_store_sealed_memtables",
+        "logistis_store_level0_tables",
         "logistis_query_request_duration_seconds",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");

@@ -454,6 +454,15 @@ impl Store {
         }
     }
 
+    /// The embedded store's write backlog (`None` for a database, or while the embedded
+    /// one is being reopened).
+    pub fn write_backlog(&self) -> Option<super::WriteBacklog> {
+        match &self.backend {
+            Backend::Fjall(fjall) => fjall.write_backlog().ok(),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Table bytes per keyspace (the embedded store; empty for a database).
     pub fn keyspace_sizes(&self) -> Result<Vec<(&'static str, u64)>> {
         match &self.backend {

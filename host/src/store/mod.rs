@@ -170,6 +170,14 @@ pub struct StoreStats {
     pub rejected_events: AtomicU64,
 }
 
+/// What the embedded store's writes wait for (see [`Fjall::write_backlog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteBacklog {
+    pub memtable_bytes: u64,
+    pub sealed_memtables: u64,
+    pub level0_tables: u64,
+}
+
 pub(crate) struct Shared {
     pub dir: PathBuf,
     /// `None` only while the writer reopens the database after a write failure.
@@ -307,6 +315,23 @@ impl Fjall {
     /// Free bytes of the volume that holds the store, for the unprivileged (as `df`).
     pub fn volume_free_bytes(&self) -> Option<u64> {
         engine::volume_free_bytes(&self.shared.dir)
+    }
+
+    /// The write path's backlog, as fjall counts it: memtable bytes (active and sealed, keys
+    /// and values only), sealed memtables waiting for a flush, and tables in level 0 waiting
+    /// for compaction (at 4 sealed memtables or 20 level-0 tables of one keyspace fjall
+    /// stalls writes).
+    pub fn write_backlog(&self) -> Result<WriteBacklog> {
+        let engine = self.shared.engine()?;
+        let mut backlog = WriteBacklog {
+            memtable_bytes: engine.db.write_buffer_size(),
+            ..WriteBacklog::default()
+        };
+        for (_, keyspace) in engine.ks.named() {
+            backlog.sealed_memtables += keyspace.sealed_memtable_count() as u64;
+            backlog.level0_tables += keyspace.l0_table_count() as u64;
+        }
+        Ok(backlog)
     }
 
     /// Bytes of tables per keyspace (apparent sizes, journals not included): what each part

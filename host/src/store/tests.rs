@@ -595,3 +595,21 @@ fn a_panic_in_the_writer_costs_only_the_event_that_caused_it() {
     }
     store.close();
 }
+
+#[test]
+fn the_write_backlog_counts_memtables_until_they_are_flushed() {
+    let (_dir, store) = open(settings());
+    let empty = store.write_backlog().unwrap();
+    for n in 0..20 {
+        append_web(&store, &format!("backlog-{n}"));
+    }
+    let written = store.write_backlog().unwrap();
+    assert!(
+        written.memtable_bytes > empty.memtable_bytes,
+        "{empty:?} then {written:?}"
+    );
+    store.flush_tables().unwrap();
+    let flushed = store.write_backlog().unwrap();
+    assert_eq!(flushed.sealed_memtables, 0, "{flushed:?}");
+    assert_eq!(flushed.memtable_bytes, 0, "{written:?} then {flushed:?}");
+}
