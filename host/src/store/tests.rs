@@ -611,7 +611,8 @@ fn the_write_backlog_counts_memtables_until_they_are_flushed() {
     store.flush_tables().unwrap();
     let flushed = store.write_backlog().unwrap();
     assert_eq!(flushed.sealed_memtables, 0, "{flushed:?}");
-    // Background writes (a counter, a cursor) may land after the flush: most is gone.
+    // Not all of it: in one full-suite run 1,560 bytes were counted after the flush (what
+    // wrote them, or whether fjall's counter lags its flush, is not known).
     assert!(
         flushed.memtable_bytes < written.memtable_bytes / 4,
         "{written:?} then {flushed:?}"
