@@ -17,6 +17,10 @@
 //! from when it went out, so a server that stalls is charged for every review it delayed
 //! (no coordinated omission).
 //!
+//! A mode may carry arguments for its own server (`sync:--max-versions-per-object=0`), and
+//! `--rounds N` runs the modes N times taking turns, then prints each mode's median and range
+//! and its CPU per review over `bare`'s of the same round (see `rounds`).
+//!
 //! Each review gets a unique uid, so none is deduplicated. The client runs on the same
 //! machine as the server: figures are for the pair, which is what one node can sustain. The
 //! server CPU time per review (from `/proc`) is also printed: it depends much less on what
@@ -33,6 +37,9 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::Value;
+
+mod rounds;
+use rounds::{Mode, Rounds, Row};
 
 /// Load generator for the Logistis webhook.
 #[derive(Debug, Parser)]
@@ -51,9 +58,14 @@ struct Args {
     /// [default: ../shared/fixtures/admission if present, else tests/fixtures/admission]
     #[arg(long)]
     fixtures: Option<PathBuf>,
-    /// Modes to run, in order: bare, async, sync, and discard (everything but the store write)
+    /// Modes to run, in order: bare, async, sync, and discard (everything but the store write);
+    /// `MODE:ARGS` adds server arguments for that mode alone, e.g. sync:--store-memory=256Mi
     #[arg(long, value_delimiter = ',', default_value = "bare,async,sync")]
     modes: Vec<String>,
+    /// Run the modes this many times, taking turns, and summarise: medians, ranges, and CPU
+    /// per review over bare's of the same round
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Open-loop: send this many reviews per second (latency from the intended send time)
     /// instead of keeping --connections busy
     #[arg(long, value_name = "N")]
@@ -228,7 +240,7 @@ fn start(
             database = Some(url.clone());
             command.args(["--durability", "sync", "--store", &url])
         }
-        other => bail!("unknown mode {other:?} (bare, discard, async, sync, postgres)"),
+        other => bail!("unknown mode {other:?} ({})", rounds::KINDS.join(", ")),
     };
     let mut child = command
         .spawn()
@@ -617,6 +629,18 @@ async fn main() -> Result<()> {
             binary.display()
         );
     }
+    let modes = args
+        .modes
+        .iter()
+        .map(|spec| Mode::parse(spec))
+        .collect::<Result<Vec<_>>>()?;
+    // The mode column fits the longest label (a mode with server arguments is long).
+    let width = modes
+        .iter()
+        .map(|m| m.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
     let templates = Arc::new(templates(&fixtures)?);
     let load = match args.rate {
         Some(rate) => format!("open loop at {rate} reviews/s"),
@@ -630,7 +654,7 @@ async fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<8} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14} {:>14} {:>12}",
+        "{:<width$} {:>12} {:>10} {:>10} {:>10} {:>8} {:>14} {:>14} {:>12}",
         "mode",
         "reviews/s",
         "p50 µs",
@@ -641,71 +665,60 @@ async fn main() -> Result<()> {
         "events/commit",
         "bytes/event"
     );
-    let mut results = Vec::new();
-    let mut cpu: Vec<(String, f64)> = Vec::new();
-    for mode in &args.modes {
-        // The open loop keeps every connection a burst opened: with fewer, each burst
-        // would close some and the next one would pay their TLS handshakes again.
-        let idle_connections = match args.rate {
-            Some(_) => usize::MAX,
-            None => args.connections,
-        };
-        let running = start(
-            &binary,
-            mode,
-            idle_connections,
-            &args.server_args,
-            args.postgres.as_deref(),
-            args.http2,
-        )?;
-        let figures = match args.rate {
-            Some(rate) => drive_open(&running, templates.clone(), rate, args.duration).await?,
-            None => drive(&running, templates.clone(), args.connections, args.duration).await?,
-        };
-        let memory = rss(running.child.id());
-        drop(running);
+    let mut rounds = Rounds::new(modes.iter().map(|m| m.label.clone()).collect());
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round} of {}", args.rounds);
+        }
+        let mut rows = Vec::with_capacity(modes.len());
+        for mode in &modes {
+            let figures = run_mode(&args, &binary, &templates, mode, width).await?;
+            rows.push(Some(Row {
+                reviews_per_second: figures.reviews_per_second,
+                p99_us: figures.p99,
+                server_cpu_us: figures.server_cpu_us,
+            }));
+        }
+        rounds.rounds.push(rows);
+    }
+    let summary = rounds.summary();
+    if args.rounds > 1 {
         println!(
-            "{:<8} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>14} {:>12}",
-            mode,
-            figures.reviews_per_second,
-            figures.p50,
-            figures.p99,
-            figures.p999,
-            figures.errors,
-            figures.server_cpu_us,
-            figures
-                .events_per_commit
-                .map_or("-".to_owned(), |n| format!("{n:.1}")),
-            figures
-                .bytes_per_event
-                .map_or("-".to_owned(), |n| format!("{n:.0}"))
+            "summary of {} rounds (median, and the range in brackets):",
+            args.rounds
         );
-        if let Some((now, peak)) = memory {
+        println!(
+            "{:<width$} {:>26} {:>26} {:>26} {:>24}",
+            "mode", "reviews/s", "p99 µs", "server CPU µs", "CPU × bare, per round"
+        );
+        for line in &summary {
             println!(
-                "{:<8} server RSS after the run: {:.1} MB (peak {:.1} MB)",
-                "",
-                now as f64 / 1e6,
-                peak as f64 / 1e6
+                "{:<width$} {:>26} {:>26} {:>26} {:>24}",
+                line.label,
+                rounds::show(line.reviews_per_second, 0),
+                rounds::show(line.p99_us, 0),
+                rounds::show(line.server_cpu_us, 1),
+                line.cpu_over_bare
+                    .map_or("-".to_owned(), |r| format!("{}×", rounds::show(r, 2)))
             );
         }
-        if let Some(database) = figures.database_cpu_us {
-            println!(
-                "{:<8} database CPU per review: {database:.1} µs (its backend processes)",
-                ""
-            );
-        }
-        results.push((mode.clone(), figures.reviews_per_second));
-        cpu.push((mode.clone(), figures.server_cpu_us));
-    }
-    let cpu_of = |name: &str| cpu.iter().find(|(m, _)| m == name).map(|(_, c)| *c);
-    for mode in ["discard", "async", "sync", "postgres"] {
-        if let (Some(bare), Some(other)) = (cpu_of("bare"), cpu_of(mode))
-            && bare > 0.0
-        {
-            println!("server CPU per review, {mode} / bare: {:.2}×", other / bare);
+    } else {
+        for line in summary.iter().filter(|l| l.cpu_over_bare.is_some()) {
+            if let Some(ratio) = line.cpu_over_bare {
+                println!(
+                    "server CPU per review, {} / bare: {:.2}×",
+                    line.label, ratio.median
+                );
+            }
         }
     }
-    let rate = |name: &str| results.iter().find(|(m, _)| m == name).map(|(_, r)| *r);
+    // Throughput ratios, of the medians: the default modes' comparisons.
+    let rate = |name: &str| {
+        summary
+            .iter()
+            .find(|l| l.label == name)
+            .map(|l| l.reviews_per_second.median)
+    };
     if let (Some(bare), Some(sync)) = (rate("bare"), rate("sync")) {
         println!("sync / bare throughput: {:.0} %", 100.0 * sync / bare);
     }
@@ -722,4 +735,76 @@ async fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Start a server in `mode`, drive it, print its row (and its RSS), stop it.
+async fn run_mode(
+    args: &Args,
+    binary: &Path,
+    templates: &Arc<Vec<Template>>,
+    mode: &Mode,
+    width: usize,
+) -> Result<Figures> {
+    // The open loop keeps every connection a burst opened: with fewer, each burst
+    // would close some and the next one would pay their TLS handshakes again.
+    let idle_connections = match args.rate {
+        Some(_) => usize::MAX,
+        None => args.connections,
+    };
+    let server_args: Vec<String> = args
+        .server_args
+        .iter()
+        .chain(&mode.server_args)
+        .cloned()
+        .collect();
+    let running = start(
+        binary,
+        &mode.kind,
+        idle_connections,
+        &server_args,
+        args.postgres.as_deref(),
+        args.http2,
+    )?;
+    let mut figures = match args.rate {
+        Some(rate) => drive_open(&running, templates.clone(), rate, args.duration).await?,
+        None => drive(&running, templates.clone(), args.connections, args.duration).await?,
+    };
+    if mode.kind == "discard" {
+        // Its events count as recorded but none is written: the store directory's size
+        // over them would be the empty store's files, not a cost per event.
+        figures.bytes_per_event = None;
+    }
+    let memory = rss(running.child.id());
+    drop(running);
+    println!(
+        "{:<width$} {:>12.0} {:>10} {:>10} {:>10} {:>8} {:>14.1} {:>14} {:>12}",
+        mode.label,
+        figures.reviews_per_second,
+        figures.p50,
+        figures.p99,
+        figures.p999,
+        figures.errors,
+        figures.server_cpu_us,
+        figures
+            .events_per_commit
+            .map_or("-".to_owned(), |n| format!("{n:.1}")),
+        figures
+            .bytes_per_event
+            .map_or("-".to_owned(), |n| format!("{n:.0}"))
+    );
+    if let Some((now, peak)) = memory {
+        println!(
+            "{:<width$} server RSS after the run: {:.1} MB (peak {:.1} MB)",
+            "",
+            now as f64 / 1e6,
+            peak as f64 / 1e6
+        );
+    }
+    if let Some(database) = figures.database_cpu_us {
+        println!(
+            "{:<width$} database CPU per review: {database:.1} µs (its backend processes)",
+            ""
+        );
+    }
+    Ok(figures)
 }

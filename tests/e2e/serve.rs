@@ -198,6 +198,55 @@ async fn rotated_certificates_are_served_without_a_restart() {
     assert!(rotated, "the new certificate was not picked up within 20 s");
 }
 
+/// `logistis-loadgen --rounds` takes turns between the modes, a mode's own server arguments
+/// reach its server alone, and the summary sets each mode against `bare` of the same round.
+#[test]
+fn the_load_generator_takes_turns_and_summarises_the_rounds() {
+    let output = std::process::Command::new(cargo_bin("logistis-bench", "logistis-loadgen"))
+        .arg("--logistis")
+        .arg(cargo_bin("logistis", "logistis"))
+        .arg("--fixtures")
+        .arg(own_fixtures().join("admission"))
+        .args(["-c", "2", "-d", "1s", "--rounds", "2"])
+        .args(["--modes", "bare,sync:--max-versions-per-object=0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (runs, summary) = stdout
+        .split_once("summary of 2 rounds")
+        .unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    let rows = |label: &str| -> Vec<Vec<&str>> {
+        runs.lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .filter(|fields| fields.first() == Some(&label) && fields.len() == 9)
+            .collect()
+    };
+    let (bare, sync) = (rows("bare"), rows("sync:--max-versions-per-object=0"));
+    assert_eq!((bare.len(), sync.len()), (2, 2), "{stdout}");
+    for row in bare.iter().chain(&sync) {
+        assert_eq!(row[5], "0", "errors in {row:?}:\n{stdout}");
+        assert!(row[1].parse::<f64>().unwrap() > 0.0, "{stdout}");
+    }
+    // Recorded: the server that got the argument stored events (bytes per event), bare none.
+    assert!(
+        sync.iter().all(|row| row[8].parse::<f64>().is_ok()),
+        "{stdout}"
+    );
+    assert!(bare.iter().all(|row| row[8] == "-"), "{stdout}");
+    let round = stdout.find("round 2 of 2").expect(&stdout);
+    assert!(stdout.find("round 1 of 2").unwrap() < round, "{stdout}");
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("sync:--max-versions-per-object=0"))
+        .expect(summary);
+    assert!(line.trim_end().ends_with('×'), "{summary}");
+}
+
 /// The two benchmarking modes of `logistis-loadgen` answer like the real thing and store
 /// nothing, and say so in the log.
 #[tokio::test]
