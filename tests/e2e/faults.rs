@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::admission::{files_under, occurrences};
-use crate::plugins::{Receiver, eventually, plugins_dir, review, stored_uids, with_plugins};
+use crate::plugins::{
+    Receiver, eventually, eventually_logged, plugins_dir, review, stored_uids, with_plugins,
+};
 
 /// The webhook's own timeout in the shipped manifests.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -320,7 +322,7 @@ sinks:
 
     receiver.down.store(false, Ordering::SeqCst);
     let back = Instant::now();
-    eventually("all three delivered", || async {
+    eventually_logged("all three delivered", &server, || async {
         receiver.delivered_uids().await.len() >= 3
     })
     .await;

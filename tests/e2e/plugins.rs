@@ -344,6 +344,29 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// [`eventually`], and on a timeout the server's log in the message: a wait that fails once
+/// in many full-suite runs must say what the server was doing.
+pub(crate) async fn eventually_logged<F, Fut>(what: &str, server: &Server, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let waited = std::panic::AssertUnwindSafe(eventually(what, check));
+    if let Err(panic) = futures::FutureExt::catch_unwind(waited).await {
+        let log = server.log();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| format!("timed out waiting for: {what}"));
+        panic!(
+            "{message}\nthe server's log, last lines:\n{}",
+            tail.join("\n")
+        );
+    }
+}
+
 #[tokio::test]
 async fn webhook_sink_retries_until_delivered_and_refuses_unlisted_hosts() {
     let receiver = Receiver::start(true).await;
@@ -388,7 +411,7 @@ sinks:
     assert!(audit["error"].as_str().unwrap().contains("503"), "{status}");
 
     receiver.down.store(false, Ordering::SeqCst);
-    eventually("all three delivered", || async {
+    eventually_logged("all three delivered", &server, || async {
         receiver.delivered_uids().await.len() >= 3
     })
     .await;
