@@ -208,7 +208,7 @@ fn the_load_generator_takes_turns_and_summarises_the_rounds() {
         .arg("--fixtures")
         .arg(own_fixtures().join("admission"))
         .args(["-c", "2", "-d", "1s", "--rounds", "2"])
-        .args(["--modes", "bare,sync:--max-versions-per-object=0"])
+        .args(["--modes", "bare,sync,sync:--answer-only"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -226,23 +226,31 @@ fn the_load_generator_takes_turns_and_summarises_the_rounds() {
             .filter(|fields| fields.first() == Some(&label) && fields.len() == 9)
             .collect()
     };
-    let (bare, sync) = (rows("bare"), rows("sync:--max-versions-per-object=0"));
-    assert_eq!((bare.len(), sync.len()), (2, 2), "{stdout}");
-    for row in bare.iter().chain(&sync) {
+    let (bare, sync, flagged) = (rows("bare"), rows("sync"), rows("sync:--answer-only"));
+    assert_eq!(
+        (bare.len(), sync.len(), flagged.len()),
+        (2, 2, 2),
+        "{stdout}"
+    );
+    for row in bare.iter().chain(&sync).chain(&flagged) {
         assert_eq!(row[5], "0", "errors in {row:?}:\n{stdout}");
         assert!(row[1].parse::<f64>().unwrap() > 0.0, "{stdout}");
     }
-    // Recorded: the server that got the argument stored events (bytes per event), bare none.
+    // `sync` stored events (bytes per event); the same mode with `--answer-only` stored none,
+    // so the argument reached that server, and only it.
     assert!(
         sync.iter().all(|row| row[8].parse::<f64>().is_ok()),
         "{stdout}"
     );
-    assert!(bare.iter().all(|row| row[8] == "-"), "{stdout}");
+    assert!(
+        bare.iter().chain(&flagged).all(|row| row[8] == "-"),
+        "{stdout}"
+    );
     let round = stdout.find("round 2 of 2").expect(&stdout);
     assert!(stdout.find("round 1 of 2").unwrap() < round, "{stdout}");
     let line = summary
         .lines()
-        .find(|l| l.starts_with("sync:--max-versions-per-object=0"))
+        .find(|l| l.starts_with("sync:--answer-only"))
         .expect(summary);
     assert!(line.trim_end().ends_with('×'), "{summary}");
 }
